@@ -1,0 +1,299 @@
+"""Scenario files: typed schema, TOML loading, ``--set`` overrides and validation.
+
+A scenario is checked completely before any work starts: unknown keys, wrong types and
+out-of-range values raise one :class:`ScenarioError` whose message names the file, the
+dotted key and what is allowed.  Pluggable families (datasets, partitioners, extractors,
+anonymizers, classifiers) validate their own parameters through their registries, so the
+schema never repeats their rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message is one line meant for the user."""
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _at_least(lo: float):
+    def check(v: float) -> str | None:
+        return None if v >= lo else f"must be >= {lo}"
+
+    return check
+
+
+def _one_of(*allowed: str):
+    def check(v: str) -> str | None:
+        return None if v in allowed else f"must be one of {', '.join(allowed)}"
+
+    return check
+
+
+def _check(fn, help: str = ""):
+    """Field metadata: ``fn(value) -> error text or None``."""
+    return {"check": fn, "help": help}
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10-mini"
+    root: str = ""
+    download: bool = False
+
+
+@dataclass
+class PartitionConfig:
+    method: str = "iid"
+    alpha: float = field(default=0.5, metadata=_check(_positive))
+    min_partition_size: int = field(default=10, metadata=_check(_at_least(0)))
+    self_balancing: bool = False
+    classes_per_client: int = field(default=2, metadata=_check(_at_least(1)))
+
+
+@dataclass
+class ClientResources:
+    num_cpus: float = field(default=1.0, metadata=_check(_positive))
+    # Used only when CUDA exists; on CPU-only machines clients get 0 GPUs (Ray crashes otherwise).
+    num_gpus: float = field(default=0.25, metadata=_check(_at_least(0)))
+
+
+@dataclass
+class FederationConfig:
+    num_clients: int = field(default=4, metadata=_check(_at_least(1)))
+    engine: str = field(default="simulation", metadata=_check(_one_of("simulation")))
+    round_timeout: float = field(default=900.0, metadata=_check(_positive))
+    ray_address: str = "local"
+    client_resources: ClientResources = field(default_factory=ClientResources)
+
+
+@dataclass
+class ExtractorConfig:
+    name: str = "compact_cnn"
+    weights: str = "random"
+    batch_size: int = field(default=256, metadata=_check(_at_least(1)))
+    num_workers: int = field(default=0, metadata=_check(_at_least(0)))
+    device: str = field(default="auto", metadata=_check(_one_of("auto", "cpu", "cuda")))
+
+
+@dataclass
+class Scenario:
+    name: str = "scenario"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
+    # method name -> parameters; each table is validated by the family's registry
+    anonymizers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"none": {}})
+    classifiers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"knn": {"k": 5}})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading & typing
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotated type; ints are accepted for floats."""
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ScenarioError(f"{key}: expected a table, got {value!r}")
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ScenarioError(f"{key}: expected a table, got {value!r}")
+        return copy.deepcopy(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ScenarioError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ScenarioError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScenarioError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool and not isinstance(value, bool):
+        raise ScenarioError(f"{key}: expected true or false, got {value!r}")
+    if tp is str and not isinstance(value, str):
+        raise ScenarioError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ScenarioError(
+            f"unknown key {where}{unknown[0]}; allowed keys{' in ' + prefix if prefix else ''}: "
+            f"{', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        value = _coerce(value, hints[name], key)
+        check = fields[name].metadata.get("check")
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise ScenarioError(f"{key} = {value!r} {problem}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values are TOML literals; anything else is taken as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override to a raw scenario dict in place."""
+    if "=" not in assignment:
+        raise ScenarioError(f"--set {assignment!r}: expected key=value, e.g. federation.num_clients=8")
+    key, text = assignment.split("=", 1)
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise ScenarioError(f"--set {assignment!r}: empty key part")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ScenarioError(f"--set {key}: {part} is not a table")
+        node = child
+    node[parts[-1]] = _parse_value(text.strip())
+
+
+def validate(scenario: Scenario) -> None:
+    """Cross-field and registry checks that the schema alone cannot express."""
+    # Imported here: registries pull in torch, which config loading should not need.
+    from fedsim import anonymizers, classifiers, extractors
+    from fedsim.data import DATASETS, PARTITIONERS
+
+    if scenario.data.dataset not in DATASETS:
+        raise ScenarioError(
+            f"data.dataset = {scenario.data.dataset!r} is unknown; allowed: {', '.join(DATASETS)}"
+        )
+    if scenario.data.dataset in ("cifar10", "cifar100", "imagefolder") and not scenario.data.root:
+        raise ScenarioError(f"data.root must be set for data.dataset = {scenario.data.dataset!r}")
+    if scenario.partition.method not in PARTITIONERS:
+        raise ScenarioError(
+            f"partition.method = {scenario.partition.method!r} is unknown; "
+            f"allowed: {', '.join(PARTITIONERS)}"
+        )
+    for family, section, table in (
+        (anonymizers, "anonymizers", scenario.anonymizers),
+        (classifiers, "classifiers", scenario.classifiers),
+    ):
+        if not table:
+            raise ScenarioError(f"{section}: name at least one method, e.g. [{section}.{next(iter(family.REGISTRY))}]")
+        for name, params in table.items():
+            if not isinstance(params, dict):
+                raise ScenarioError(f"{section}.{name}: expected a table of parameters, got {params!r}")
+            try:
+                family.validate(name, params)
+            except ValueError as err:
+                raise ScenarioError(f"{section}.{name}: {err}") from None
+    if len(scenario.anonymizers) != 1:
+        raise ScenarioError(
+            f"anonymizers: give exactly one method per run, got {', '.join(scenario.anonymizers)}"
+        )
+    try:
+        extractors.validate(scenario.extractor.name, {"weights": scenario.extractor.weights})
+    except ValueError as err:
+        raise ScenarioError(f"extractor: {err}") from None
+
+
+def load_scenario(path: str | Path | None = None, overrides: list[str] | None = None) -> Scenario:
+    """Read, override and validate a scenario; every problem names the file and key."""
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ScenarioError(f"{source}: no such scenario file")
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise ScenarioError(f"{source}: not valid TOML: {err}") from None
+        raw.setdefault("name", p.stem)
+    try:
+        for assignment in overrides or []:
+            apply_override(raw, assignment)
+        scenario = _build(Scenario, raw)
+        validate(scenario)
+    except ScenarioError as err:
+        raise ScenarioError(f"{source}: {err}") from None
+    return scenario
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Write a resolved scenario back as TOML (the subset the schema uses)."""
+    lines: list[str] = []
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    def emit(table: dict[str, Any], prefix: str) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if prefix and (scalars or not subtables):
+            lines.append(f"\n[{prefix}]")
+        for k, v in scalars.items():
+            lines.append(f"{k} = {fmt(v)}")
+        for k, v in subtables.items():
+            emit(v, f"{prefix}.{k}" if prefix else k)
+
+    emit(data, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+__all__ = ["Scenario", "ScenarioError", "load_scenario", "apply_override", "to_toml"]
+
+
+def from_dict(raw: dict[str, Any]) -> Scenario:
+    """Rebuild a resolved scenario (e.g. one shipped to a Flower app) without re-validating."""
+    return _build(Scenario, copy.deepcopy(raw))
+
+
+def scenario_for_run(bound: dict[str, Any] | None, run_config: dict[str, Any]) -> Scenario:
+    """The scenario a Flower app should run.
+
+    Under ``run_simulation`` the apps are built by a factory bound to the resolved
+    scenario and ``run_config`` is empty; under ``flwr run`` nothing is bound and the
+    ``scenario`` key of ``[tool.flwr.app.config]`` (or ``--run-config``) names the file.
+    """
+    if bound is not None:
+        return from_dict(bound)
+    path = run_config.get("scenario")
+    if not path:
+        raise ScenarioError("run_config has no 'scenario' key naming a scenario file")
+    p = Path(str(path))
+    if not p.is_absolute() and not p.exists():
+        p = Path(__file__).resolve().parents[1] / p  # relative to a source checkout
+    return load_scenario(p)

@@ -1,0 +1,71 @@
+"""Batched embedding extraction on the best device, with tqdm progress."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from fedsim.device import bf16_autocast_ok
+
+if TYPE_CHECKING:
+    from fedsim.extractors import Extractor
+
+log = logging.getLogger(__name__)
+
+
+def progress_bar(iterable, desc: str, disable: bool):
+    """tqdm in a plain process; Ray's tqdm inside Ray workers, whose bars the driver
+    renders in place instead of interleaving carriage-return lines from every actor."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if not disable and ray is not None and ray.is_initialized():
+        from ray.experimental.tqdm_ray import tqdm as ray_tqdm
+
+        return ray_tqdm(iterable, desc=desc, unit="batch")
+    return tqdm(iterable, desc=desc, unit="batch", disable=disable, leave=False)
+
+
+def extract(
+    extractor: "Extractor",
+    dataset: Dataset,
+    indices: np.ndarray | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    desc: str = "extract",
+    progress: bool = True,
+) -> np.ndarray:
+    """Embeddings (float32, one row per index, in index order) of ``dataset[indices]``.
+
+    The dataset must already carry the extractor's transform.  Inference runs under
+    ``torch.inference_mode``; on CUDA with autocast and channels_last.
+    """
+    device = torch.device(device)
+    subset = dataset if indices is None else Subset(dataset, np.asarray(indices).tolist())
+    loader = DataLoader(
+        subset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    model = extractor.model.to(device).eval()
+    use_amp = device.type == "cuda" and bf16_autocast_ok(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    out = np.empty((len(subset), extractor.embedding_dim), dtype=np.float32)
+    pos = 0
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        bar = progress_bar(loader, desc=desc, disable=not progress)
+        for images, _ in bar:
+            images = images.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            emb = model.embed(images).float().cpu().numpy()
+            out[pos : pos + len(emb)] = emb
+            pos += len(emb)
+        bar.close()
+    return out

@@ -1,0 +1,98 @@
+"""Atomic run folders: everything is written to a hidden temporary folder that is renamed
+to ``<output_dir>/<YYYYmmdd-HHMMSS>-<name>`` only when the run has finished, so a crash
+never leaves a half-written result behind (a failed run keeps its log in ``*-failed``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from fedsim.config import to_toml
+from fedsim.logs import file_handler
+
+log = logging.getLogger(__name__)
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf become null so results.json stays valid JSON for every reader."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a file atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+class RunFolder:
+    """Context manager owning one run folder and its ``log.txt``."""
+
+    def __init__(self, output_dir: str | Path, name: str, scenario: dict[str, Any]) -> None:
+        self.output_dir = Path(output_dir)
+        self.name = name
+        self.scenario = scenario
+        self.final_path: Path | None = None
+
+    def __enter__(self) -> "RunFolder":
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.stamp}-{self.name}-", dir=self.output_dir))
+        write_text(self.path / "scenario.toml", to_toml(self.scenario))
+        self._handler = file_handler(self.path / "log.txt")
+        root = logging.getLogger()
+        root.addHandler(self._handler)
+        self._old_level = root.level
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        return self
+
+    def _target(self, suffix: str = "") -> Path:
+        base = self.output_dir / f"{self.stamp}-{self.name}{suffix}"
+        candidate, n = base, 1
+        while candidate.exists():
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+        return candidate
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None:
+            log.error("run failed: %s: %s", type(exc).__name__, exc)
+        root = logging.getLogger()
+        root.removeHandler(self._handler)
+        root.setLevel(self._old_level)
+        self._handler.close()
+        if exc is None:
+            self.final_path = self._target()
+        elif isinstance(exc, KeyboardInterrupt):
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        else:
+            self.final_path = self._target("-failed")
+        os.replace(self.path, self.final_path)
