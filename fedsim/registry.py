@@ -6,6 +6,8 @@ module needs an if/elif chain over method names.
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -34,7 +36,24 @@ class Registry(Generic[T]):
                 f"unknown {self.family} {name!r}; allowed: {', '.join(self._factories)}"
             ) from None
 
+    def parameters(self, name: str) -> list[str] | None:
+        """Keyword parameters the factory accepts (None when it takes ``**kwargs``)."""
+        sig = inspect.signature(self.get(name))
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return None
+        return [n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
     def create(self, name: str, **params: Any) -> T:
+        """Build by name; an unknown parameter is a ValueError naming what is allowed."""
+        allowed = self.parameters(name)
+        if allowed is not None:
+            unknown = sorted(set(params) - set(allowed))
+            if unknown:
+                shown = [a for a in allowed if a != "seed"]
+                raise ValueError(
+                    f"unknown parameter {unknown[0]!r} for {self.family} {name!r}; "
+                    f"allowed: {', '.join(shown) if shown else 'none'}"
+                )
         return self.get(name)(**params)
 
     def __contains__(self, name: object) -> bool:

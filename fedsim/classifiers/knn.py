@@ -113,6 +113,7 @@ class KNNClassifier:
         return (votes / votes.sum(1, keepdim=True)).cpu().numpy()
 
     def predict(self, Q: np.ndarray) -> np.ndarray:
+        self._check_fitted()
         return self.classes_[self.predict_proba(Q).argmax(1)]
 
     def score(self, Q: np.ndarray, y: np.ndarray) -> float:

@@ -1,0 +1,29 @@
+# Set-up is automatic: the first `make demo` or `make test` creates .venv and installs
+# fedsim with its dependencies; later calls reuse it (reinstalling when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedsim-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow venv clean-runs
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fedsim run scenarios/quickstart.toml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+clean-runs:
+	rm -rf runs

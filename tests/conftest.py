@@ -1,0 +1,33 @@
+"""Shared fixtures: paths, and a scenario writer for small real runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CIFAR10_JPG = SHARED / "datasets" / "cifar10-jpg"
+
+os.environ.setdefault("RAY_ADDRESS", "local")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def write_scenario(tmp_path):
+    """Write a scenario TOML into tmp_path and return its path."""
+
+    def write(text: str, name: str = "scenario.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def require_cifar10_jpg() -> Path:
+    if not CIFAR10_JPG.is_dir():
+        pytest.skip(f"real CIFAR-10 JPEG copy not found at {CIFAR10_JPG}")
+    return CIFAR10_JPG

@@ -1,0 +1,49 @@
+"""Bad input fails before any work: one clear line, non-zero exit, no run folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fedsim.cli import main
+
+
+@pytest.mark.parametrize(
+    "text, overrides, fragment",
+    [
+        ("[data]\ncolour = 1\n", [], "unknown key data.colour"),
+        ("[partition]\nmethod = 'dirichlet'\nalpha = 0\n", [], "partition.alpha = 0.0 must be > 0"),
+        ("", ["federation.num_clients=0"], "federation.num_clients = 0 must be >= 1"),
+        ("[data]\ndataset = 'cifar10'\nroot = '{missing}'\n", [], "cifar10 not found"),
+        ("[data]\ndataset = 'imagefolder'\nroot = '{missing}'\n", [], "imagefolder"),
+    ],
+)
+def test_bad_scenarios_exit_2_with_one_line(tmp_path, capsys, text, overrides, fragment):
+    missing = tmp_path / "no-data-here"
+    path = tmp_path / "bad.toml"
+    path.write_text(text.format(missing=missing))
+    out = tmp_path / "runs"
+    argv = ["run", str(path), "--output-dir", str(out)] + (["--set", *overrides] if overrides else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedsim: error: ") and fragment in err, err
+    assert len(err.splitlines()) == 1, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_dataset_error_mentions_download(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[data]\ndataset = 'cifar100'\nroot = '{tmp_path / 'nothing'}'\n")
+    assert main(["run", str(path), "--output-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nothing") in err and "download" in err
+
+
+def test_console_script_reports_missing_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fedsim", "run", str(tmp_path / "nope.toml")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"fedsim: error: {tmp_path / 'nope.toml'}: no such scenario file"
+    assert not (tmp_path / "runs").exists()

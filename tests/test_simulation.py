@@ -1,0 +1,41 @@
+"""End to end: a real Flower simulation on Ray, through the real `fedsim` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fedsim", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_quickstart_runs_and_is_reproducible(tmp_path):
+    out = tmp_path / "runs"
+    accuracies = []
+    for _ in range(2):
+        proc = run_cli("run", str(REPO / "scenarios" / "quickstart.toml"), "--output-dir", str(out), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_dir = Path(proc.stdout.strip().splitlines()[-1].split("results: ")[1]).parent
+        results = json.loads((run_dir / "results.json").read_text())
+        accuracies.append((results["accuracy"], [c["accuracy"] for c in results["clients"]]))
+    assert accuracies[0] == accuracies[1]  # same scenario + seed => same numbers
+
+    assert {"scenario", "seed", "engine", "num_clients", "clients", "accuracy"} <= set(results)
+    assert results["scenario"] == "quickstart" and results["engine"] == "simulation"
+    assert results["num_clients"] == 4 and results["num_failed"] == 0
+    ids = sorted(c["id"] for c in results["clients"])
+    assert ids == [0, 1, 2, 3]
+    for c in results["clients"]:
+        assert c["status"] == "ok" and c["n_train"] == 1250 and 240 <= c["n_query"] <= 260
+        assert sum(c["label_histogram"]) == c["n_train"] and len(c["label_histogram"]) == 10
+        assert 0.0 <= c["accuracy"]["knn"] <= 1.0
+    assert results["accuracy"]["knn"] > 0.2  # clearly above chance (0.1)
+    assert "global" in proc.stdout and "knn" in proc.stdout
+    assert (run_dir / "log.txt").read_text().strip()
+    assert (run_dir / "scenario.toml").is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("2")) == []  # no temp folders
