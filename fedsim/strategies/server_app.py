@@ -27,7 +27,10 @@ def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while len(ids := sorted(grid.get_node_ids())) < wanted:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(ids)} of {wanted} clients connected within {timeout:.0f}s")
+            raise TimeoutError(
+                f"only {len(ids)} of {wanted} clients (federation.num_clients) connected within "
+                f"{timeout:.0f}s; under flwr run pass --federation-config 'num-supernodes={wanted}'"
+            )
         time.sleep(0.2)
     return ids
 
