@@ -11,6 +11,10 @@ from fedsim import __version__
 from fedsim.logs import setup_console
 
 
+class UsageError(ValueError):
+    """A bad command-line value; reported as one line."""
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.config import load_scenario
     from fedsim.report import format_summary
@@ -22,6 +26,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(results))
     print(f"\nresults: {run_dir / 'results.json'}")
     return 0 if results["num_failed"] == 0 else 1
+
+
+def _cmd_train_extractor(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from fedsim.extractors.checkpoint import export_weights
+    from fedsim.extractors.train import TrainConfig, train_extractor
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe"}
+    try:
+        cfg = TrainConfig.from_recipe(args.recipe, **{k: getattr(args, k) for k in fields})
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    final = train_extractor(cfg, args.out, resume=args.resume)
+    last = final["history"][-1]
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}))
+    print(f"checkpoint: {args.out / 'final.pt'}  (weights sha256 {final['weights_sha256'][:16]})")
+    if args.export:
+        digest = export_weights(final, args.export, half=True)
+        print(f"exported fp16 weights: {args.export}  (sha256 {digest[:16]})")
+    return 0
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: set[str]) -> None:
+    """One --flag per dataclass field (default None: the recipe's value applies)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        tp = hints[f.name]
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            continue
+        base = next((t for t in typing.get_args(tp) if t is not type(None)), tp)
+        parser.add_argument(flag, type=base, default=None, metavar=f.name.upper(),
+                            help=f"default: from the recipe ({f.default!r} in 'study')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override any scenario key, e.g. --set federation.num_clients=8 partition.method=dirichlet")
     run.add_argument("--output-dir", type=Path, default=None, help="where run folders go (default: the scenario's output_dir)")
     run.set_defaults(func=_cmd_run)
+
+    from fedsim.extractors.train import RECIPES, TrainConfig
+
+    train = sub.add_parser("train-extractor", help="train a zoo CNN (the original study's step 0)",
+                           description="Train a zoo CNN; every option defaults to the chosen recipe's value.")
+    train.add_argument("--recipe", choices=list(RECIPES), default="study",
+                       help="study: the original study's best recipe; fast: modern fast CIFAR training")
+    train.add_argument("--out", type=Path, required=True, help="folder for checkpoints, curves and history")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption")
+    train.add_argument("--export", type=Path, default=None, help="also write compact fp16 weights here")
+    _add_config_flags(train, TrainConfig, skip={"recipe"})
+    train.set_defaults(func=_cmd_train_extractor)
     return parser
 
 
@@ -47,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ScenarioError, DatasetError) as err:
+    except (ScenarioError, DatasetError, UsageError) as err:
         print(f"fedsim: error: {err}", file=sys.stderr)
         return 2
 

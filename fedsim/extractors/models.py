@@ -20,6 +20,9 @@ class CompactNet(nn.Module):
     """
 
     embedding_dim = 256
+    #: Fixed logit temperature: max-pooled features are large, and without it the first
+    #: high-learning-rate SGD steps blow the logits up (fast CIFAR recipes scale likewise).
+    logit_scale = 0.125
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256)) -> None:
         super().__init__()
@@ -41,4 +44,4 @@ class CompactNet(nn.Module):
         return self.features(x).amax(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+        return self.head(self.embed(x)) * self.logit_scale
