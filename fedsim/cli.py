@@ -49,6 +49,29 @@ def _cmd_train_extractor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_extractor(args: argparse.Namespace) -> int:
+    from fedsim.extractors.evaluate import evaluate_extractor
+
+    try:
+        result = evaluate_extractor(
+            args.model, args.weights, args.dataset, args.root, args.download, k=args.k, metric=args.metric,
+            batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, amp=args.amp,
+            cache=not args.no_cache, plots_dir=args.plots, plot_method=args.plot_method, seed=args.seed,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['model']} ({result['weights_id']}) on {result['dataset']}: "
+          f"{result['n_train']} train / {result['n_test']} test images, {result['precision']}")
+    print(f"  test accuracy (flip TTA) {result['test_accuracy']:.4f}   without TTA {result['test_accuracy_no_tta']:.4f}")
+    print(f"  {result['k']}-NN accuracy ({result['metric']}) {result['knn_accuracy']:.4f}")
+    for p in result.get("plots", []):
+        print(f"  plot: {p}")
+    return 0
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: set[str]) -> None:
     """One --flag per dataclass field (default None: the recipe's value applies)."""
     import dataclasses
@@ -92,6 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--export", type=Path, default=None, help="also write compact fp16 weights here")
     _add_config_flags(train, TrainConfig, skip={"recipe"})
     train.set_defaults(func=_cmd_train_extractor)
+
+    ev = sub.add_parser("evaluate-extractor", help="test accuracy and k-NN accuracy of an extractor")
+    ev.add_argument("--model", default="compact_cnn", help="zoo model name")
+    ev.add_argument("--weights", default="default", help="default | random | pretrained | a weights file")
+    ev.add_argument("--dataset", default="cifar10-mini", help="cifar10 | cifar100 | imagefolder | cifar10-mini")
+    ev.add_argument("--root", default="", help="dataset folder (cifar10/cifar100/imagefolder)")
+    ev.add_argument("--download", action="store_true", help="let torchvision download CIFAR into --root")
+    ev.add_argument("--k", type=int, default=5, help="neighbours for the k-NN accuracy")
+    ev.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--num-workers", type=int, default=2)
+    ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ev.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto", help="bf16 autocast (auto: where fast)")
+    ev.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    ev.add_argument("--plots", type=Path, default=None, help="write embeddings_<method>.png and knn_samples.png here")
+    ev.add_argument("--plot-method", choices=["tsne", "pca"], default="tsne")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=_cmd_evaluate_extractor)
     return parser
 
 

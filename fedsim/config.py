@@ -85,6 +85,18 @@ class ExtractorConfig:
     batch_size: int = field(default=256, metadata=_check(_at_least(1)))
     num_workers: int = field(default=0, metadata=_check(_at_least(0)))
     device: str = field(default="auto", metadata=_check(_one_of("auto", "cpu", "cuda")))
+    # bf16 autocast: auto = on CUDA and on CPUs with bf16 matrix units; off = fp32
+    amp: str = field(default="auto", metadata=_check(_one_of("auto", "bf16", "off")))
+    cache: bool = True  # reuse embeddings from the on-disk cache (keyed by weights, data, indices)
+    cache_dir: str = ""  # default: $FEDSIM_CACHE_DIR/embeddings or ~/.cache/fedsim/embeddings
+
+
+@dataclass
+class PlotsConfig:
+    """Extractor diagnostics drawn by the simulation driver after the run (it sees all data)."""
+
+    embeddings: str = field(default="off", metadata=_check(_one_of("off", "tsne", "pca")))
+    knn_samples: bool = False
 
 
 @dataclass
@@ -96,6 +108,7 @@ class Scenario:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
+    plots: PlotsConfig = field(default_factory=PlotsConfig)
     # method name -> parameters; each table is validated by the family's registry
     anonymizers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"none": {}})
     classifiers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"knn": {"k": 5}})

@@ -12,6 +12,7 @@ from typing import Any
 from fedsim.config import Scenario
 from fedsim.data import load_dataset
 from fedsim.report.results import RunFolder
+from fedsim.report.run_plots import draw_run_plots
 
 log = logging.getLogger(__name__)
 
@@ -66,4 +67,5 @@ def run_scenario(scenario: Scenario, output_dir: str | Path | None = None) -> Pa
             raise RuntimeError("the simulation ended without results (see log.txt)")
         results = json.loads(results_path.read_text())
         log.info("simulation finished in %.1fs; global accuracy %s", time.perf_counter() - t0, results["accuracy"])
+        draw_run_plots(scenario, folder.path)
     return folder.final_path

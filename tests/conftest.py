@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ CIFAR10_JPG = SHARED / "datasets" / "cifar10-jpg"
 
 os.environ.setdefault("RAY_ADDRESS", "local")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests never read or fill the user's embedding cache.
+os.environ["FEDSIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="fedsim-test-cache-")
 
 
 @pytest.fixture

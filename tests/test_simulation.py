@@ -14,16 +14,20 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fedsim", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def test_quickstart_runs_and_is_reproducible(tmp_path):
+def test_quickstart_runs_and_is_reproducible(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDSIM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "runs"
-    accuracies = []
-    for _ in range(2):
-        proc = run_cli("run", str(REPO / "scenarios" / "quickstart.toml"), "--output-dir", str(out), cwd=tmp_path)
+    accuracies, cache_states = [], []
+    for extra in ([], ["--set", "plots.embeddings=pca", "plots.knn_samples=true"]):
+        proc = run_cli("run", str(REPO / "scenarios" / "quickstart.toml"), "--output-dir", str(out), *extra, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         run_dir = Path(proc.stdout.strip().splitlines()[-1].split("results: ")[1]).parent
         results = json.loads((run_dir / "results.json").read_text())
         accuracies.append((results["accuracy"], [c["accuracy"] for c in results["clients"]]))
+        cache_states.append({c["embedding_cache"] for c in results["clients"]})
     assert accuracies[0] == accuracies[1]  # same scenario + seed => same numbers
+    assert cache_states == [{"miss"}, {"hit"}]  # the second run skips extraction...
+    assert "reused cached embeddings" in (run_dir / "log.txt").read_text()  # ...and says so
 
     assert {"scenario", "seed", "engine", "num_clients", "clients", "accuracy"} <= set(results)
     assert results["scenario"] == "quickstart" and results["engine"] == "simulation"
@@ -38,4 +42,6 @@ def test_quickstart_runs_and_is_reproducible(tmp_path):
     assert "global" in proc.stdout and "knn" in proc.stdout
     assert (run_dir / "log.txt").read_text().strip()
     assert (run_dir / "scenario.toml").is_file()
+    assert (run_dir / "embeddings_pca.png").stat().st_size > 10_000
+    assert (run_dir / "knn_samples.png").stat().st_size > 10_000
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("2")) == []  # no temp folders

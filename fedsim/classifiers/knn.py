@@ -46,8 +46,8 @@ class KNNClassifier:
 
     def partial_fit(self, X: np.ndarray, y: np.ndarray) -> "KNNClassifier":
         """Add samples to the database (kNN learns by remembering)."""
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y, dtype=np.int64)
+        X = np.require(X, np.float32, ["C", "W"])  # torch.from_numpy needs writable memory
+        y = np.require(y, np.int64, ["C", "W"])
         if X.ndim != 2 or y.shape != (X.shape[0],):
             raise ValueError(f"expected X (n, d) and y (n,), got {X.shape} and {y.shape}")
         dev = best_device(self.device)
@@ -80,7 +80,7 @@ class KNNClassifier:
     def _kneighbors_t(self, Q: np.ndarray, n_neighbors: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_fitted()
         k = min(n_neighbors or self.k, self.X_.shape[0])
-        Qt = self._prepare(torch.from_numpy(np.asarray(Q, dtype=np.float32)).to(self.X_.device))
+        Qt = self._prepare(torch.from_numpy(np.require(Q, np.float32, ["C", "W"])).to(self.X_.device))
         chunk = max(1, self.max_chunk_bytes // (4 * self.X_.shape[0]))
         dists, idxs = [], []
         with torch.inference_mode():

@@ -46,6 +46,7 @@ def release_message(msg: Message, context: Context, bound: dict[str, Any] | None
             "label-histogram": [int(c) for c in rel.label_histogram],
             **{k.replace("_", "-"): float(v) for k, v in rel.timings.items()},
         }),
+        "status": ConfigRecord({"embedding-cache": rel.embedding_cache}),
     })
     return Message(content, reply_to=msg)
 

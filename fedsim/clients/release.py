@@ -15,6 +15,7 @@ from fedsim import anonymizers, extractors
 from fedsim.config import Scenario
 from fedsim.data import load_dataset, partition, split_like
 from fedsim.device import best_device
+from fedsim.extractors.cache import EmbeddingCache, cached_extract
 from fedsim.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Release:
     n_train: int
     n_query: int
     timings: dict[str, float]
+    embedding_cache: str  # hit | miss | off
 
 
 @functools.lru_cache(maxsize=4)
@@ -68,6 +70,12 @@ def _extractor(name: str, weights: str, num_classes: int, seed: int) -> extracto
     return extractors.create(name, weights=weights, num_classes=num_classes, seed=seed)
 
 
+def extractor_for(scenario: Scenario, num_classes: int) -> extractors.Extractor:
+    """The federation's shared extractor (random init is seeded identically on every node)."""
+    ex = scenario.extractor
+    return _extractor(ex.name, ex.weights, num_classes, derive_seed(scenario.seed, "extractor"))
+
+
 def build_release(scenario: Scenario, partition_id: int, num_partitions: int, progress: bool = True) -> Release:
     """Load this client's partition, extract, anonymize; return only what may be shared."""
     d, ex = scenario.data, scenario.extractor
@@ -80,15 +88,20 @@ def build_release(scenario: Scenario, partition_id: int, num_partitions: int, pr
     train_idx, query_idx = parts[partition_id], queries[partition_id]
     num_classes = len(train_ds.classes)
 
-    extractor = _extractor(ex.name, ex.weights, num_classes, derive_seed(scenario.seed, "extractor"))
+    extractor = extractor_for(scenario, num_classes)
     device = best_device(ex.device)
     transform = extractor.transform()
     train_ds.transform = test_ds.transform = transform
     t0 = time.perf_counter()
-    kw = dict(batch_size=ex.batch_size, num_workers=ex.num_workers, device=device, progress=progress)
-    x_train = extractors.extract(extractor, train_ds, train_idx, desc=f"client {partition_id} train", **kw)
-    x_query = extractors.extract(extractor, test_ds, query_idx, desc=f"client {partition_id} query", **kw)
+    cache = EmbeddingCache(ex.cache_dir or None) if ex.cache else None
+    kw = dict(batch_size=ex.batch_size, num_workers=ex.num_workers, device=device, progress=progress,
+              amp=ex.amp, cache=cache, dataset_name=d.dataset, root=d.root)
+    x_train, hit_train = cached_extract(extractor, train_ds, split="train", indices=train_idx,
+                                        desc=f"client {partition_id} train", **kw)
+    x_query, hit_query = cached_extract(extractor, test_ds, split="test", indices=query_idx,
+                                        desc=f"client {partition_id} query", **kw)
     t_extract = time.perf_counter() - t0
+    cache_state = "off" if cache is None else ("hit" if hit_train and hit_query else "miss")
     y_train = train_ds.targets[train_idx]
     y_query = test_ds.targets[query_idx]
 
@@ -99,12 +112,13 @@ def build_release(scenario: Scenario, partition_id: int, num_partitions: int, pr
     x_rel, y_rel = anon.release(x_train, y_train)
     q_rel = anon.transform_queries(x_query)
     t_anon = time.perf_counter() - t0
-    log.info("client %d: %d train / %d query embeddings on %s in %.1fs", partition_id,
-             len(train_idx), len(query_idx), device, t_extract)
+    log.info("client %d: %d train / %d query embeddings on %s in %.1fs (cache %s)", partition_id,
+             len(train_idx), len(query_idx), device, t_extract, cache_state)
     return Release(
         partition_id=partition_id,
         x_train=x_rel, y_train=y_rel, x_query=q_rel, y_query=y_query,
         label_histogram=np.bincount(y_train, minlength=num_classes),
         n_train=len(train_idx), n_query=len(query_idx),
         timings={"extract_s": t_extract, "anonymize_s": t_anon},
+        embedding_cache=cache_state,
     )

@@ -31,6 +31,19 @@ def progress_bar(iterable, desc: str, disable: bool):
     return tqdm(iterable, desc=desc, unit="batch", disable=disable, leave=False)
 
 
+def precision_for(device: torch.device | str, amp: str = "auto") -> str:
+    """``bf16`` when autocast is used for this device and setting, else ``fp32``.
+
+    ``auto`` uses bf16 on CUDA and on CPUs with native bf16 matrix units (AMX /
+    AVX512-BF16), where it is several times faster; ``off`` forces fp32.
+    """
+    if amp not in ("auto", "bf16", "off"):
+        raise ValueError(f"amp must be auto, bf16 or off, got {amp!r}")
+    device = torch.device(device)
+    use = amp == "bf16" or (amp == "auto" and bf16_autocast_ok(device))
+    return "bf16" if use else "fp32"
+
+
 def extract(
     extractor: "Extractor",
     dataset: Dataset,
@@ -40,11 +53,13 @@ def extract(
     device: torch.device | str = "cpu",
     desc: str = "extract",
     progress: bool = True,
+    amp: str = "auto",
 ) -> np.ndarray:
     """Embeddings (float32, one row per index, in index order) of ``dataset[indices]``.
 
     The dataset must already carry the extractor's transform.  Inference runs under
-    ``torch.inference_mode``; on CUDA with autocast and channels_last.
+    ``torch.inference_mode`` in channels_last layout, with bf16 autocast per
+    :func:`precision_for`.
     """
     device = torch.device(device)
     subset = dataset if indices is None else Subset(dataset, np.asarray(indices).tolist())
@@ -53,17 +68,14 @@ def extract(
         pin_memory=device.type == "cuda",
     )
     model = extractor.model.to(device).eval()
-    use_amp = device.type == "cuda" and bf16_autocast_ok(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    use_amp = precision_for(device, amp) == "bf16"
+    model = model.to(memory_format=torch.channels_last)
     out = np.empty((len(subset), extractor.embedding_dim), dtype=np.float32)
     pos = 0
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
         bar = progress_bar(loader, desc=desc, disable=not progress)
         for images, _ in bar:
-            images = images.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             emb = model.embed(images).float().cpu().numpy()
             out[pos : pos + len(emb)] = emb
             pos += len(emb)

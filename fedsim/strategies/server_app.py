@@ -49,7 +49,8 @@ def parse_replies(replies: list[Message], node_ids: list[int]) -> tuple[list[Cli
             err = reply.content["error"]
             failures.append({"id": int(err["partition-id"]), "node_id": node, "error": str(err["message"])})
             continue
-        arrays, info = reply.content["release"], reply.content["info"]
+        arrays, info = reply.content["release"], dict(reply.content["info"])
+        info["embedding-cache"] = str(reply.content["status"]["embedding-cache"]) if "status" in reply.content else "off"
         releases.append(ClientRelease(
             partition_id=int(info["partition-id"]),
             x_train=arrays["x_train"].numpy(), y_train=arrays["y_train"].numpy(),
@@ -77,6 +78,9 @@ def run_server(grid: Grid, scenario: Scenario) -> dict[str, Any]:
     replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
     t_collect = time.perf_counter() - t0
     releases, failures = parse_replies(replies, node_ids)
+    hits = [r.partition_id for r in releases if r.info["embedding-cache"] == "hit"]
+    if hits:
+        log.info("clients %s reused cached embeddings (no extraction)", ", ".join(map(str, hits)))
     for f in failures:
         log.error("client %s (node %s) failed: %s", f["id"], f["node_id"], f["error"].splitlines()[0] if f["error"] else "")
     if not releases:
@@ -92,6 +96,7 @@ def run_server(grid: Grid, scenario: Scenario) -> dict[str, Any]:
             "label_histogram": [int(c) for c in r.info["label-histogram"]],
             "accuracy": per_client[r.partition_id],
             "timings": {"extract_s": float(r.info["extract-s"]), "anonymize_s": float(r.info["anonymize-s"])},
+            "embedding_cache": r.info["embedding-cache"],
         }
         for r in releases
     ]

@@ -1,0 +1,114 @@
+"""On-disk embedding cache, so repeated runs and sweeps skip extraction.
+
+An entry is keyed by everything that determines the numbers: the weights (content hash),
+the architecture and its preprocessing, the inference precision, the dataset (name,
+resolved root, split, size and a hash of its labels) and the exact image indices.  Any
+change of key recomputes; entries are written atomically, so concurrent clients never
+read a partial file.  The location is ``$FEDSIM_CACHE_DIR`` or ``~/.cache/fedsim``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("FEDSIM_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "fedsim"
+
+
+def array_digest(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(f"{a.dtype}:{a.shape}".encode() + a.tobytes()).hexdigest()
+
+
+def embedding_key(
+    *, weights_id: str, model: str, preprocessing: dict[str, Any], precision: str,
+    dataset: str, root: str, split: str, labels: np.ndarray, indices: np.ndarray | None,
+) -> dict[str, Any]:
+    """The identity of one block of embeddings (JSON-able, stored beside the array)."""
+    return {
+        "weights_id": weights_id,
+        "model": model,
+        "preprocessing": preprocessing,
+        "precision": precision,
+        "dataset": dataset,
+        "root": str(Path(root).resolve()) if root else "",
+        "split": split,
+        "n_images": int(len(labels)),
+        "labels_sha256": array_digest(np.asarray(labels, dtype=np.int64)),
+        "indices_sha256": "all" if indices is None else array_digest(np.asarray(indices, dtype=np.int64)),
+    }
+
+
+class EmbeddingCache:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir() / "embeddings"
+
+    def _path(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return self.root / digest[:2] / f"{digest}.npy"
+
+    def get(self, key: dict[str, Any]) -> np.ndarray | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:  # a damaged entry is recomputed, not fatal
+            log.warning("ignoring unreadable cache entry %s: %s", path, err)
+            return None
+
+    def put(self, key: dict[str, Any], emb: np.ndarray) -> Path:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".npy.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        path.with_suffix(".json").write_text(json.dumps(key, indent=1, sort_keys=True))
+        return path
+
+
+def preprocessing_of(spec: Any) -> dict[str, Any]:
+    """The data fields of a ModelSpec (input size, normalisation, resizing)."""
+    import dataclasses
+
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+            if not callable(getattr(spec, f.name))}
+
+
+def cached_extract(
+    extractor: Any, dataset: Any, *, dataset_name: str, root: str, split: str,
+    indices: np.ndarray | None, cache: EmbeddingCache | None, **extract_kwargs: Any,
+) -> tuple[np.ndarray, bool]:
+    """``extract(...)`` through the cache; returns (embeddings, cache hit?)."""
+    from fedsim.extractors.extract import extract, precision_for
+
+    if cache is None:
+        return extract(extractor, dataset, indices, **extract_kwargs), False
+    key = embedding_key(
+        weights_id=extractor.weights_id, model=extractor.name, preprocessing=preprocessing_of(extractor.spec),
+        precision=precision_for(extract_kwargs.get("device", "cpu"), extract_kwargs.get("amp", "auto")),
+        dataset=dataset_name, root=root, split=split, labels=dataset.targets, indices=indices,
+    )
+    hit = cache.get(key)
+    if hit is not None:
+        return hit, True
+    emb = extract(extractor, dataset, indices, **extract_kwargs)
+    cache.put(key, emb)
+    return emb, False
