@@ -81,7 +81,8 @@ class FederationConfig:
 @dataclass
 class ExtractorConfig:
     name: str = "compact_cnn"
-    weights: str = "random"
+    weights: str = "default"  # default (shipped) | random | pretrained | a weights file
+    download: bool = False  # let weights = "pretrained" fetch a missing release (needs internet)
     batch_size: int = field(default=256, metadata=_check(_at_least(1)))
     num_workers: int = field(default=0, metadata=_check(_at_least(0)))
     device: str = field(default="auto", metadata=_check(_one_of("auto", "cpu", "cuda")))
@@ -231,9 +232,10 @@ def validate(scenario: Scenario) -> None:
             f"anonymizers: give exactly one method per run, got {', '.join(scenario.anonymizers)}"
         )
     try:
-        extractors.validate(scenario.extractor.name, {"weights": scenario.extractor.weights})
+        extractors.validate(scenario.extractor.name,
+                            {"weights": scenario.extractor.weights, "download": scenario.extractor.download})
     except ValueError as err:
-        raise ScenarioError(f"extractor: {err}") from None
+        raise ScenarioError(f"extractor.weights: {err}") from None
 
 
 def load_scenario(path: str | Path | None = None, overrides: list[str] | None = None) -> Scenario:

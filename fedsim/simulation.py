@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedsim import extractors
 from fedsim.config import Scenario
 from fedsim.data import load_dataset
 from fedsim.report.results import RunFolder
@@ -18,11 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def preflight(scenario: Scenario) -> None:
-    """Fail before any Ray start-up when the data is missing; download it once here
-    (not in every client at the same time) when ``data.download`` is set."""
-    d = scenario.data
+    """Fail before any Ray start-up when the data is missing; download data and weights
+    once here (not in every client at the same time) when asked to."""
+    d, ex = scenario.data, scenario.extractor
     for split in ("train", "test"):
         load_dataset(d.dataset, d.root or None, split, download=d.download)
+    if ex.download and extractors.resolve_weights(ex.name, ex.weights, download=True) is None:
+        extractors.create(ex.name, weights=ex.weights, download=True)  # fetch the release once, here
 
 
 def backend_config(scenario: Scenario) -> dict[str, Any]:

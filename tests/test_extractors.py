@@ -52,3 +52,15 @@ def test_extract_is_deterministic_and_ordered():
     b = extractors.extract(ex, ds, idx[::-1], batch_size=3, progress=False)
     assert a.shape == (3, 256) and a.dtype == np.float32
     np.testing.assert_allclose(a, b[::-1], rtol=1e-5, atol=1e-5)
+
+
+def test_shipped_default_weights_load_as_fp32():
+    ex = extractors.create("compact_cnn", weights="default", num_classes=100)
+    assert ex.model.head.out_features == 10  # the head of the CIFAR-10 checkpoint is kept
+    assert all(p.dtype == torch.float32 for p in ex.model.parameters())
+    assert len(ex.weights_id) == 16 and not ex.weights_id.startswith("random")
+
+
+def test_default_weights_only_for_shipped_models():
+    with pytest.raises(ValueError, match="has no shipped weights"):
+        extractors.validate("simple_convnet", {"weights": "default"})

@@ -66,14 +66,14 @@ def partition_params(scenario: Scenario) -> tuple:
 
 
 @functools.lru_cache(maxsize=2)
-def _extractor(name: str, weights: str, num_classes: int, seed: int) -> extractors.Extractor:
-    return extractors.create(name, weights=weights, num_classes=num_classes, seed=seed)
+def _extractor(name: str, weights: str, num_classes: int, seed: int, download: bool) -> extractors.Extractor:
+    return extractors.create(name, weights=weights, num_classes=num_classes, seed=seed, download=download)
 
 
 def extractor_for(scenario: Scenario, num_classes: int) -> extractors.Extractor:
     """The federation's shared extractor (random init is seeded identically on every node)."""
     ex = scenario.extractor
-    return _extractor(ex.name, ex.weights, num_classes, derive_seed(scenario.seed, "extractor"))
+    return _extractor(ex.name, ex.weights, num_classes, derive_seed(scenario.seed, "extractor"), ex.download)
 
 
 def build_release(scenario: Scenario, partition_id: int, num_partitions: int, progress: bool = True) -> Release:

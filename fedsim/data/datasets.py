@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -32,50 +31,16 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from fedsim.assets import package_file
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DATASETS", "DatasetError", "LabeledImageDataset", "load_dataset", "MINI_ASSET"]
 
 SPLITS = ("train", "test")
 
-_MINI_RELPATH = "fedsim/data/assets/cifar10-mini.npz"
-
-
-def _find_mini_asset() -> Path:
-    """The packaged CIFAR-10 subset: next to this module, else in the installed distribution.
-
-    ``flwr run`` ships the app as a FAB that holds only source/text files (no ``.npz``)
-    and puts its copy of ``fedsim`` first on ``sys.path``, so this module may be imported
-    from a folder without the asset. The pip-installed distribution still has it: listed in
-    its RECORD for a regular install, or under the project folder named by
-    ``direct_url.json`` for an editable one.
-    """
-    here = Path(__file__).resolve().parent / "assets" / "cifar10-mini.npz"
-    if here.is_file():
-        return here
-    try:
-        from importlib.metadata import PackageNotFoundError, distribution
-        from urllib.parse import unquote, urlparse
-
-        dist = distribution("fedsim")
-        for f in dist.files or []:
-            if f.as_posix().endswith(_MINI_RELPATH):
-                candidate = Path(dist.locate_file(f)).resolve()
-                if candidate.is_file():
-                    return candidate
-        direct = json.loads(dist.read_text("direct_url.json") or "{}")
-        url = urlparse(direct.get("url", ""))
-        if url.scheme == "file" and direct.get("dir_info", {}).get("editable"):
-            candidate = Path(unquote(url.path)) / _MINI_RELPATH
-            if candidate.is_file():
-                return candidate
-    except (PackageNotFoundError, OSError, ValueError):
-        pass
-    return here  # missing: load_cifar10_mini reports this path
-
-
 #: Location of the packaged CIFAR-10 subset (built by scripts/build_cifar10_mini.py).
-MINI_ASSET = _find_mini_asset()
+MINI_ASSET = package_file("data/assets/cifar10-mini.npz")
 
 Transform = Callable[[Image.Image], Any]
 PathLike = str | os.PathLike
