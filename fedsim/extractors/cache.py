@@ -76,6 +76,7 @@ class EmbeddingCache:
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

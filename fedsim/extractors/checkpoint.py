@@ -37,6 +37,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.getvalue())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -67,6 +67,19 @@ def random_crop_flip(
     return x
 
 
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator, fill: int = 0) -> torch.Tensor:
+    """Blank one random ``size`` x ``size`` square per image (DeVries & Taylor, 2017)."""
+    if size <= 0:
+        return x
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n,), generator=generator)[:, None, None]
+    cx = torch.randint(0, w, (n,), generator=generator)[:, None, None]
+    rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    top, left = cy - size // 2, cx - size // 2
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return x.masked_fill(inside[:, None], fill)
+
+
 def stratified_split(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices) with ``size`` validation samples in class proportion."""
     if size <= 0:

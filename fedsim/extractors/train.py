@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from fedsim.device import best_device, bf16_autocast_ok
 from fedsim.extractors.checkpoint import load_checkpoint, save_checkpoint, state_hash
-from fedsim.extractors.images import load_uint8, normalize, random_crop_flip, stratified_split
+from fedsim.extractors.images import cutout, load_uint8, normalize, random_crop_flip, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class TrainConfig:
     crop_padding: int = 4
     pad_mode: str = "constant"  # constant | reflect
     flip: bool = True
+    cutout: int = 0  # side of the square blanked per training image (0 = off)
     val_size: int = 5000
     tta: bool = False
     amp: str = "auto"  # auto | bf16 | off
@@ -93,6 +94,7 @@ class TrainConfig:
             (0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.crop_padding >= 0, "crop_padding must be >= 0"),
+            (self.cutout >= 0, "cutout must be >= 0"),
             (self.pad_mode in ("constant", "reflect"), "pad_mode must be constant or reflect"),
             (self.val_size >= 0, "val_size must be >= 0"),
             (self.amp in ("auto", "bf16", "off"), "amp must be auto, bf16 or off"),
@@ -202,7 +204,7 @@ def train_extractor(cfg: TrainConfig, out_dir: str | Path, resume: bool = False)
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * _lr_factor(cfg, step, total_steps)
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb = random_crop_flip(x_train[idx], cfg.crop_padding, cfg.flip, gen, cfg.pad_mode)
+            xb = cutout(random_crop_flip(x_train[idx], cfg.crop_padding, cfg.flip, gen, cfg.pad_mode), cfg.cutout, gen)
             xb = normalize(xb.to(device), spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
             yb = y_train[idx].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -41,6 +41,7 @@ def write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -95,4 +96,5 @@ class RunFolder:
             return
         else:
             self.final_path = self._target("-failed")
+        os.chmod(self.path, 0o755)  # mkdtemp makes 0700
         os.replace(self.path, self.final_path)
