@@ -17,13 +17,16 @@ class UsageError(ValueError):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.config import load_scenario
-    from fedsim.report import format_summary
+    from fedsim.report import format_releases, format_summary
     from fedsim.simulation import run_scenario
 
     scenario = load_scenario(args.scenario, args.set)
     run_dir = run_scenario(scenario, args.output_dir)
     results = json.loads((run_dir / "results.json").read_text())
     print(format_summary(results))
+    if len(results.get("releases", [])) > 1:
+        print("\nGlobal accuracy, accuracy loss vs none, and attacks (client mean) per configuration:")
+        print(format_releases(results))
     print(f"\nresults: {run_dir / 'results.json'}")
     return 0 if results["num_failed"] == 0 else 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import tomllib
 import typing
@@ -101,6 +102,24 @@ class PlotsConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """How clients measure their own privacy (emulated attacks) for every release."""
+
+    metrics: bool = True
+    aux_fraction: float = field(default=0.1, metadata=_check(lambda v: None if 0 < v < 1 else "must be in (0, 1)"))
+    max_samples: int = field(default=5000, metadata=_check(_at_least(100)))
+    # also run the `none` reference round when it is not listed (accuracy loss needs it)
+    reference: bool = True
+
+
+@dataclass
+class AuditConfig:
+    """Keep a copy of everything the server received (run folder ``received/``)."""
+
+    save_received: bool = False
+
+
+@dataclass
 class Scenario:
     name: str = "scenario"
     seed: int = 0
@@ -110,12 +129,31 @@ class Scenario:
     federation: FederationConfig = field(default_factory=FederationConfig)
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     plots: PlotsConfig = field(default_factory=PlotsConfig)
-    # method name -> parameters; each table is validated by the family's registry
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    # method name -> parameters (a list of values sweeps that parameter); validated by the registry
     anonymizers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"none": {}})
     classifiers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"knn": {"k": 5}})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def anonymizer_grid(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every (method, parameters) combination to run, in file order.
+
+        A parameter given as a list is swept; several swept parameters of one method
+        give their Cartesian product (the original study's tuning mode).  With
+        ``privacy.reference`` the ``none`` reference comes first when it is not listed.
+        """
+        grid: list[tuple[str, dict[str, Any]]] = []
+        if self.privacy.reference and "none" not in self.anonymizers:
+            grid.append(("none", {}))
+        for method, params in self.anonymizers.items():
+            keys = list(params)
+            values = [v if isinstance(v, list) else [v] for v in params.values()]
+            for combo in itertools.product(*values):
+                grid.append((method, dict(zip(keys, combo))))
+        return grid
 
 
 # ---------------------------------------------------------------- loading & typing
@@ -214,23 +252,27 @@ def validate(scenario: Scenario) -> None:
             f"partition.method = {scenario.partition.method!r} is unknown; "
             f"allowed: {', '.join(PARTITIONERS)}"
         )
-    for family, section, table in (
-        (anonymizers, "anonymizers", scenario.anonymizers),
-        (classifiers, "classifiers", scenario.classifiers),
-    ):
+    for section, table in (("anonymizers", scenario.anonymizers), ("classifiers", scenario.classifiers)):
         if not table:
-            raise ScenarioError(f"{section}: name at least one method, e.g. [{section}.{next(iter(family.REGISTRY))}]")
+            raise ScenarioError(f"{section}: name at least one method, e.g. [{section}.none]")
         for name, params in table.items():
             if not isinstance(params, dict):
                 raise ScenarioError(f"{section}.{name}: expected a table of parameters, got {params!r}")
-            try:
-                family.validate(name, params)
-            except ValueError as err:
-                raise ScenarioError(f"{section}.{name}: {err}") from None
-    if len(scenario.anonymizers) != 1:
-        raise ScenarioError(
-            f"anonymizers: give exactly one method per run, got {', '.join(scenario.anonymizers)}"
-        )
+    for name, params in scenario.anonymizers.items():
+        empty = [k for k, v in params.items() if isinstance(v, list) and not v]
+        if empty:
+            raise ScenarioError(f"anonymizers.{name}.{empty[0]}: a swept parameter needs at least one value")
+    for name, params in scenario.classifiers.items():
+        try:
+            classifiers.validate(name, params)
+        except ValueError as err:
+            raise ScenarioError(f"classifiers.{name}: {err}") from None
+    for name, params in scenario.anonymizer_grid():
+        try:
+            anonymizers.validate(name, params)
+        except ValueError as err:
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise ScenarioError(f"anonymizers.{name}{f' ({shown})' if shown else ''}: {err}") from None
     try:
         extractors.validate(scenario.extractor.name,
                             {"weights": scenario.extractor.weights, "download": scenario.extractor.download})

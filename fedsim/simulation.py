@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim import extractors
-from fedsim.config import Scenario
+from fedsim.config import Scenario, ScenarioError
 from fedsim.data import load_dataset
 from fedsim.report.results import RunFolder
 from fedsim.report.run_plots import draw_run_plots
@@ -26,6 +26,25 @@ def preflight(scenario: Scenario) -> None:
         load_dataset(d.dataset, d.root or None, split, download=d.download)
     if ex.download and extractors.resolve_weights(ex.name, ex.weights, download=True) is None:
         extractors.create(ex.name, weights=ex.weights, download=True)  # fetch the release once, here
+    check_anonymizers_fit_data(scenario)
+
+
+def check_anonymizers_fit_data(scenario: Scenario) -> None:
+    """Data-dependent parameter checks (k or n_clusters above a client's size, n_components
+    above the embedding size) before any work, on the smallest client's partition."""
+    from fedsim import anonymizers
+    from fedsim.clients.release import scenario_indices
+
+    parts, _ = scenario_indices(scenario, scenario.federation.num_clients)
+    n_min = min(len(p) for p in parts)
+    dim = extractors.REGISTRY.create(scenario.extractor.name).embedding_dim
+    for method, params in scenario.anonymizer_grid():
+        try:
+            anonymizers.create(method, **params).check_data(n_min, dim)
+        except ValueError as err:
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise ScenarioError(f"anonymizers.{method}{f' ({shown})' if shown else ''}: {err} "
+                                f"(smallest client: {n_min} records of dimension {dim})") from None
 
 
 def backend_config(scenario: Scenario) -> dict[str, Any]:

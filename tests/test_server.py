@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
-from fedsim.strategies.pooled import ClientRelease, evaluate_pooled
+from fedsim.strategies.pooled import ClientRelease, combine_scores, fit_pooled, score_locally
 from fedsim.strategies.server_app import parse_replies
 
 
@@ -17,8 +17,7 @@ def _meta(src: int) -> Metadata:
 def _release(src: int, pid: int) -> Message:
     x = np.full((3, 2), pid, np.float32)
     content = RecordDict({
-        "release": ArrayRecord({"x_train": Array(x), "y_train": Array(np.arange(3)),
-                                "x_query": Array(x[:1]), "y_query": Array(np.array([0]))}),
+        "release": ArrayRecord({"x_train": Array(x), "y_train": Array(np.arange(3))}),
         "info": MetricRecord({"partition-id": pid, "n-train": 3, "n-query": 1, "label-histogram": [1, 1, 1],
                               "extract-s": 0.1, "anonymize-s": 0.0}),
     })
@@ -42,19 +41,22 @@ def test_replies_split_into_releases_and_failures():
     assert "no reply" in by_node[14]["error"]
 
 
-def test_pooled_accuracy_is_sample_weighted():
+def test_client_side_scoring_matches_server_side_prediction():
     rng = np.random.default_rng(0)
     centers = np.eye(4, dtype=np.float32) * 10
 
-    def client(pid: int, nq: int) -> ClientRelease:
-        y = rng.integers(0, 4, 40)
-        qy = rng.integers(0, 4, nq)
-        return ClientRelease(pid, centers[y] + rng.normal(size=(40, 4)).astype(np.float32), y,
-                             centers[qy] + rng.normal(size=(nq, 4)).astype(np.float32), qy)
+    def client(pid: int, n: int):
+        y = rng.integers(0, 4, n)
+        return centers[y] + rng.normal(size=(n, 4)).astype(np.float32), y
 
-    releases = [client(0, 10), client(1, 30)]
-    overall, per_client, timings = evaluate_pooled(releases, {"knn": {"k": 3}})
-    expected = (per_client[0]["knn"] * 10 + per_client[1]["knn"] * 30) / 40
-    assert abs(overall["knn"] - expected) < 1e-12
-    assert overall["knn"] > 0.9
-    assert set(timings["knn"]) == {"fit_s", "predict_s"}
+    releases = [ClientRelease(pid, *client(pid, 40)) for pid in range(2)]
+    fitted, seconds = fit_pooled(releases, {"knn": {"k": 3}})
+    queries = {0: client(0, 10), 1: client(1, 30)}
+    states = {"knn": fitted["knn"].get_state()}
+    scores = {pid: {"n": len(qy), "correct": score_locally(states, {"knn": {"k": 3}}, q, qy)}
+              for pid, (q, qy) in queries.items()}
+    for pid, (q, qy) in queries.items():
+        assert scores[pid]["correct"]["knn"] == int((fitted["knn"].predict(q) == qy).sum())
+    overall, per_client = combine_scores(scores, ["knn"])
+    assert abs(overall["knn"] - (per_client[0]["knn"] * 10 + per_client[1]["knn"] * 30) / 40) < 1e-12
+    assert overall["knn"] > 0.9 and seconds["knn"] >= 0

@@ -62,6 +62,14 @@ class KNNClassifier:
         self._sqnorm = (Xt * Xt).sum(1) if self.metric == "euclidean" else None
         return self
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        """What a client needs to predict with this model (the stored database)."""
+        self._check_fitted()
+        return {"X": self.X_.cpu().numpy(), "y": self.y_.cpu().numpy()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> "KNNClassifier":
+        return self.fit(state["X"], state["y"])  # cosine normalisation is idempotent
+
     def _prepare(self, X: torch.Tensor) -> torch.Tensor:
         if self.metric == "cosine":
             return torch.nn.functional.normalize(X, dim=1)

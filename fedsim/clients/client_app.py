@@ -1,11 +1,19 @@
-"""Flower ClientApp: answers the server's ``query.release`` with an anonymized release.
+"""Flower ClientApp: the client side of every message type.
 
-``make_client_app(scenario)`` binds a resolved scenario (``run_simulation``);
-the module-level ``app`` reads it from ``run_config`` (``flwr run``).
+* ``query.stats``    -- sufficient statistics for a shared keyed transform (pca basis);
+* ``query.release``  -- the anonymized training release of one configuration + its own
+  privacy/utility metrics; the transformed queries stay on the client (``context.state``);
+* ``query.evaluate`` -- score those queries with the classifiers the server fitted on the
+  pooled releases; only counts go back, so query embeddings never leave the client.
+
+``make_client_app(scenario)`` binds a resolved scenario (``run_simulation``); the
+module-level ``app`` reads it from ``run_config`` (``flwr run``).  Exceptions become a
+structured error reply: the server reports the client as failed instead of crashing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from typing import Any
@@ -13,50 +21,104 @@ from typing import Any
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim.clients.release import build_release
+from fedsim.clients.release import anonymize, client_data, shared_statistics
 from fedsim.config import scenario_for_run
 from fedsim.device import set_threads
+from fedsim.strategies.pooled import score_locally
 
 log = logging.getLogger(__name__)
 
 
+def _error_reply(msg: Message, pid: int, err: Exception) -> Message:
+    log.error("client %d failed:\n%s", pid, traceback.format_exc())
+    return Message(
+        RecordDict({"error": ConfigRecord({"partition-id": pid, "message": f"{type(err).__name__}: {err}"})}),
+        reply_to=msg,
+    )
+
+
+def _setup(msg: Message, context: Context, bound: dict[str, Any] | None):
+    scenario = scenario_for_run(bound, context.run_config)
+    set_threads(scenario.federation.client_resources.num_cpus)
+    pid = int(context.node_config["partition-id"])
+    data = client_data(scenario, pid, int(context.node_config["num-partitions"]))
+    cfg = msg.content["config"]
+    return scenario, data, str(cfg["method"]), json.loads(str(cfg["params"]))
+
+
+def stats_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
+    pid = int(context.node_config["partition-id"])
+    try:
+        scenario, data, method, params = _setup(msg, context, bound)
+        stats = shared_statistics(scenario, data, method, params)
+    except Exception as err:
+        return _error_reply(msg, pid, err)
+    return Message(RecordDict({
+        "stats": ArrayRecord({k: Array(v) for k, v in stats.items()}),
+        "info": MetricRecord({"partition-id": pid}),
+    }), reply_to=msg)
+
+
 def release_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
     pid = int(context.node_config["partition-id"])
-    num_partitions = int(context.node_config["num-partitions"])
+    try:
+        scenario, data, method, params = _setup(msg, context, bound)
+        shared = ({k: v.numpy() for k, v in msg.content["shared"].items()} if "shared" in msg.content else None)
+        rel = anonymize(scenario, data, method, params, shared)
+    except Exception as err:
+        return _error_reply(msg, pid, err)
+    # kept for query.evaluate; context.state survives between messages in both runtimes
+    context.state[f"queries-{int(msg.content['config']['index'])}"] = ArrayRecord(
+        {"x": Array(rel.x_query), "y": Array(rel.y_query)})
+    return Message(RecordDict({
+        "release": ArrayRecord({"x_train": Array(rel.x_train), "y_train": Array(rel.y_train)}),
+        "info": MetricRecord({
+            "partition-id": pid,
+            "num-partitions": int(context.node_config["num-partitions"]),
+            "n-train": data.n_train,
+            "n-query": data.n_query,
+            "label-histogram": [int(c) for c in data.label_histogram],
+            "extract-s": float(data.timings["extract_s"]),
+            **{k.replace("_", "-"): float(v) for k, v in rel.timings.items()},
+        }),
+        "metrics": MetricRecord({k: float(v) for k, v in rel.metrics.items()}),
+        "status": ConfigRecord({"embedding-cache": data.embedding_cache}),
+    }), reply_to=msg)
+
+
+def evaluate_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
+    pid = int(context.node_config["partition-id"])
     try:
         scenario = scenario_for_run(bound, context.run_config)
         set_threads(scenario.federation.client_resources.num_cpus)
-        rel = build_release(scenario, pid, num_partitions)
-    except Exception as err:  # reported to the server as this client's failure, not a crash
-        log.error("client %d failed:\n%s", pid, traceback.format_exc())
-        return Message(
-            RecordDict({"error": ConfigRecord({"partition-id": pid, "message": f"{type(err).__name__}: {err}"})}),
-            reply_to=msg,
-        )
-    content = RecordDict({
-        "release": ArrayRecord({
-            "x_train": Array(rel.x_train), "y_train": Array(rel.y_train),
-            "x_query": Array(rel.x_query), "y_query": Array(rel.y_query),
-        }),
-        "info": MetricRecord({
-            "partition-id": pid,
-            "num-partitions": num_partitions,
-            "n-train": rel.n_train,
-            "n-query": rel.n_query,
-            "label-histogram": [int(c) for c in rel.label_histogram],
-            **{k.replace("_", "-"): float(v) for k, v in rel.timings.items()},
-        }),
-        "status": ConfigRecord({"embedding-cache": rel.embedding_cache}),
-    })
-    return Message(content, reply_to=msg)
+        index = int(msg.content["config"]["index"])
+        stored = context.state[f"queries-{index}"]
+        queries, labels = stored["x"].numpy(), stored["y"].numpy()
+        states = {name[len("classifier."):]: {k: v.numpy() for k, v in rec.items()}
+                  for name, rec in msg.content.array_records.items() if name.startswith("classifier.")}
+        correct = score_locally(states, scenario.classifiers, queries, labels)
+    except Exception as err:
+        return _error_reply(msg, pid, err)
+    return Message(RecordDict({
+        "scores": MetricRecord({"partition-id": pid, "n-query": int(len(labels)),
+                                **{f"correct.{k}": v for k, v in correct.items()}}),
+    }), reply_to=msg)
 
 
 def make_client_app(scenario: dict[str, Any] | None = None) -> ClientApp:
     app = ClientApp()
 
+    @app.query("stats")
+    def stats(msg: Message, context: Context) -> Message:
+        return stats_message(msg, context, scenario)
+
     @app.query("release")
     def release(msg: Message, context: Context) -> Message:
         return release_message(msg, context, scenario)
+
+    @app.query("evaluate")
+    def evaluate(msg: Message, context: Context) -> Message:
+        return evaluate_message(msg, context, scenario)
 
     return app
 

@@ -1,17 +1,25 @@
 """What one client computes before anything leaves it: its partition, its embeddings, and
-the anonymized release.  Pure functions of (scenario, partition id), so every node derives
-the same partitions and the same shared extractor without talking to the others."""
+the anonymized release with its own privacy and utility measurements.
+
+Pure functions of (scenario, partition id), so every node derives the same partitions and
+the same shared extractor without talking to the others.  Embeddings are computed once
+per client process and reused for every anonymizer configuration of a sweep.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from fedsim import anonymizers, extractors
+from fedsim.classifiers import KNNClassifier
 from fedsim.config import Scenario
 from fedsim.data import load_dataset, partition, split_like
 from fedsim.device import best_device
@@ -22,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Release:
-    """Everything a client sends: anonymized training data, transformed queries, metrics."""
+class ClientData:
+    """A client's private embeddings: they never leave the client."""
 
     partition_id: int
     x_train: np.ndarray
@@ -31,10 +39,31 @@ class Release:
     x_query: np.ndarray
     y_query: np.ndarray
     label_histogram: np.ndarray
-    n_train: int
-    n_query: int
     timings: dict[str, float]
     embedding_cache: str  # hit | miss | off
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_query(self) -> int:
+        return len(self.y_query)
+
+
+@dataclass
+class Release:
+    """What a client sends for one anonymizer configuration."""
+
+    partition_id: int
+    method: str
+    params: dict[str, Any]
+    x_train: np.ndarray  # the training release
+    y_train: np.ndarray
+    x_query: np.ndarray  # queries transformed the same way
+    y_query: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)  # privacy + client-side utility
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,6 +94,12 @@ def partition_params(scenario: Scenario) -> tuple:
     return tuple(sorted(by_method.get(p.method, {}).items()))
 
 
+def scenario_indices(scenario: Scenario, num_partitions: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    d = scenario.data
+    return client_indices(d.dataset, d.root, d.download, scenario.partition.method, partition_params(scenario),
+                          num_partitions, scenario.seed)
+
+
 @functools.lru_cache(maxsize=2)
 def _extractor(name: str, weights: str, num_classes: int, seed: int, download: bool) -> extractors.Extractor:
     return extractors.create(name, weights=weights, num_classes=num_classes, seed=seed, download=download)
@@ -76,22 +111,24 @@ def extractor_for(scenario: Scenario, num_classes: int) -> extractors.Extractor:
     return _extractor(ex.name, ex.weights, num_classes, derive_seed(scenario.seed, "extractor"), ex.download)
 
 
-def build_release(scenario: Scenario, partition_id: int, num_partitions: int, progress: bool = True) -> Release:
-    """Load this client's partition, extract, anonymize; return only what may be shared."""
+_DATA: dict[tuple, ClientData] = {}
+
+
+def client_data(scenario: Scenario, partition_id: int, num_partitions: int, progress: bool = True) -> ClientData:
+    """This client's partition and embeddings (extracted once per process, or from the cache)."""
+    key = (json.dumps([scenario.seed, scenario.data.__dict__, scenario.partition.__dict__,
+                       scenario.extractor.__dict__], sort_keys=True, default=str), partition_id, num_partitions)
+    if key in _DATA:
+        return _DATA[key]
     d, ex = scenario.data, scenario.extractor
     train_ds = _dataset(d.dataset, d.root, "train", d.download)
     test_ds = _dataset(d.dataset, d.root, "test", d.download)
-    parts, queries = client_indices(
-        d.dataset, d.root, d.download, scenario.partition.method, partition_params(scenario),
-        num_partitions, scenario.seed,
-    )
+    parts, queries = scenario_indices(scenario, num_partitions)
     train_idx, query_idx = parts[partition_id], queries[partition_id]
     num_classes = len(train_ds.classes)
-
     extractor = extractor_for(scenario, num_classes)
     device = best_device(ex.device)
-    transform = extractor.transform()
-    train_ds.transform = test_ds.transform = transform
+    train_ds.transform = test_ds.transform = extractor.transform()
     t0 = time.perf_counter()
     cache = EmbeddingCache(ex.cache_dir or None) if ex.cache else None
     kw = dict(batch_size=ex.batch_size, num_workers=ex.num_workers, device=device, progress=progress,
@@ -102,23 +139,78 @@ def build_release(scenario: Scenario, partition_id: int, num_partitions: int, pr
                                         desc=f"client {partition_id} query", **kw)
     t_extract = time.perf_counter() - t0
     cache_state = "off" if cache is None else ("hit" if hit_train and hit_query else "miss")
-    y_train = train_ds.targets[train_idx]
-    y_query = test_ds.targets[query_idx]
-
-    (method, params), = scenario.anonymizers.items()
-    t0 = time.perf_counter()
-    anon = anonymizers.create(method, seed=derive_seed(scenario.seed, "anonymizer", partition_id), **params)
-    anon.fit(x_train, y_train)
-    x_rel, y_rel = anon.release(x_train, y_train)
-    q_rel = anon.transform_queries(x_query)
-    t_anon = time.perf_counter() - t0
     log.info("client %d: %d train / %d query embeddings on %s in %.1fs (cache %s)", partition_id,
              len(train_idx), len(query_idx), device, t_extract, cache_state)
-    return Release(
-        partition_id=partition_id,
-        x_train=x_rel, y_train=y_rel, x_query=q_rel, y_query=y_query,
-        label_histogram=np.bincount(y_train, minlength=num_classes),
-        n_train=len(train_idx), n_query=len(query_idx),
-        timings={"extract_s": t_extract, "anonymize_s": t_anon},
-        embedding_cache=cache_state,
+    y_train = train_ds.targets[train_idx]
+    data = ClientData(
+        partition_id=partition_id, x_train=x_train, y_train=y_train, x_query=x_query,
+        y_query=test_ds.targets[query_idx], label_histogram=np.bincount(y_train, minlength=num_classes),
+        timings={"extract_s": t_extract}, embedding_cache=cache_state,
     )
+    _DATA.clear()  # one scenario at a time per process: bounded memory
+    _DATA[key] = data
+    return data
+
+
+def make_anonymizer(scenario: Scenario, method: str, params: dict[str, Any], partition_id: int):
+    """Per-client noise seed; the federation's shared key for keyed transforms (same on every
+    client, derived from the scenario seed, never sent to the server)."""
+    return anonymizers.create(
+        method, seed=derive_seed(scenario.seed, "anonymizer", method, partition_id),
+        key=derive_seed(scenario.seed, "federation-key"), **params,
+    )
+
+
+def local_utility(data: ClientData, x_rel: np.ndarray, y_rel: np.ndarray, q_rel: np.ndarray,
+                  knn_params: dict[str, Any]) -> dict[str, float]:
+    """kNN accuracy on this client's own queries: clean reference, release on transformed
+    queries, release on clean queries (only when the release lives in the clean space)."""
+    if data.n_query == 0 or len(y_rel) == 0:
+        return {"local_accuracy_clean": math.nan, "local_accuracy_anonymized": math.nan,
+                "local_accuracy_anonymized_clean_queries": math.nan, "local_accuracy_loss": math.nan}
+    clean = KNNClassifier(**knn_params).fit(data.x_train, data.y_train).score(data.x_query, data.y_query)
+    knn = KNNClassifier(**knn_params).fit(x_rel, y_rel)
+    anon = knn.score(q_rel, data.y_query)
+    on_clean = knn.score(data.x_query, data.y_query) if x_rel.shape[1] == data.x_train.shape[1] else math.nan
+    return {"local_accuracy_clean": clean, "local_accuracy_anonymized": anon,
+            "local_accuracy_anonymized_clean_queries": on_clean, "local_accuracy_loss": clean - anon}
+
+
+def anonymize(scenario: Scenario, data: ClientData, method: str, params: dict[str, Any],
+              shared: dict[str, np.ndarray] | None = None) -> Release:
+    """Fit the anonymizer on the client's own data, release, and measure what it gives away."""
+    from fedsim.privacy import evaluate
+
+    t0 = time.perf_counter()
+    anon = make_anonymizer(scenario, method, params, data.partition_id)
+    if shared is not None:
+        anon.set_shared_state(shared)
+    anon.fit(data.x_train, data.y_train)
+    x_rel, y_rel = anon.release(data.x_train, data.y_train)
+    q_rel = anon.transform_queries(data.x_query)
+    t_anon = time.perf_counter() - t0
+    metrics: dict[str, float] = {"n_released": float(len(y_rel))}
+    metrics.update({k: float(v) for k, v in getattr(anon, "release_info_", {}).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    t0 = time.perf_counter()
+    if scenario.privacy.metrics:
+        metrics.update(evaluate(
+            data.x_train, data.y_train, x_rel, y_rel, groups=getattr(anon, "groups_", None),
+            X_control=data.x_query, aux_fraction=scenario.privacy.aux_fraction,
+            seed=derive_seed(scenario.seed, "attack", data.partition_id), max_samples=scenario.privacy.max_samples,
+        ))
+    knn_params = scenario.classifiers.get("knn", {"k": 5})
+    metrics.update(local_utility(data, x_rel, y_rel, q_rel, knn_params))
+    return Release(
+        partition_id=data.partition_id, method=method, params=params,
+        x_train=np.asarray(x_rel, np.float32), y_train=np.asarray(y_rel, np.int64),
+        x_query=np.asarray(q_rel, np.float32), y_query=data.y_query,
+        metrics=metrics, timings={"anonymize_s": t_anon, "measure_s": time.perf_counter() - t0},
+    )
+
+
+def shared_statistics(scenario: Scenario, data: ClientData, method: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Sufficient statistics a keyed method (pca) needs from every client to fit ONE shared
+    transform (federated estimate); only aggregates leave the client."""
+    anon = make_anonymizer(scenario, method, params, data.partition_id)
+    return anon.shared_statistics(data.x_train)

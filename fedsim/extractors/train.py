@@ -192,7 +192,7 @@ def train_extractor(cfg: TrainConfig, out_dir: str | Path, resume: bool = False)
         log.info("resuming from %s after epoch %d", last, start_epoch)
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    base_lrs = [g["lr"] for g in opt.param_groups]
+    base_lrs = [cfg.lr for _ in opt.param_groups]  # not the groups' lr: a resumed optimizer holds the scheduled one
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0 = time.perf_counter()

@@ -22,3 +22,25 @@ def format_summary(results: dict[str, Any]) -> str:
     glob = " ".join(f"{(results['accuracy'][n] if results['accuracy'][n] is not None else float('nan')):>10.4f}" for n in names)
     lines.append(f"{'global':>8} {n_train:>8} {n_query:>8} {glob}")
     return "\n".join(lines)
+
+
+def format_releases(results: dict[str, Any]) -> str:
+    """One line per anonymizer configuration: utility and the main attack results."""
+    releases = results.get("releases", [])
+    if not releases:
+        return ""
+    clfs = list(releases[0]["accuracy"])
+    cols = ["reidentification_rate", "mia_auc", "inversion_cosine", "near_overlap"]
+    width = max(len(r["label"]) for r in releases)
+    head = f"{'configuration':<{width}} " + " ".join(f"{c:>10} {'loss':>7}" for c in clfs) + " " + " ".join(
+        f"{c.replace('reidentification_rate', 'reid').replace('inversion_cosine', 'inv_cos'):>12}" for c in cols)
+    lines = [head, "-" * len(head)]
+
+    def fmt(v: Any, w: int, p: int) -> str:
+        return f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) and v is not None and v == v else f"{'-':>{w}}"
+
+    for r in releases:
+        accs = " ".join(f"{fmt(r['accuracy'][c], 10, 4)} {fmt(r['accuracy_loss'].get(c), 7, 4)}" for c in clfs)
+        priv = " ".join(fmt(r["privacy"].get(c), 12, 3) for c in cols)
+        lines.append(f"{r['label']:<{width}} {accs} {priv}")
+    return "\n".join(lines)

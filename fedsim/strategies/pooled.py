@@ -1,4 +1,10 @@
-"""Fit every classifier on the pooled releases and score each client's queries."""
+"""Fit every classifier on the pooled releases; combine the clients' own scores.
+
+Evaluation is client-side: the server sends each fitted classifier's state to the clients,
+which score their own (transformed) query embeddings and return only counts.  Query
+embeddings therefore never leave a client -- not even for aggregating anonymizers, whose
+queries pass through unchanged.
+"""
 
 from __future__ import annotations
 
@@ -16,41 +22,43 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClientRelease:
-    """One client's reply as the server sees it (already anonymized by the client)."""
+    """One client's training release as the server sees it (already anonymized by the client)."""
 
     partition_id: int
     x_train: np.ndarray
     y_train: np.ndarray
-    x_query: np.ndarray
-    y_query: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the client's own privacy/utility measures
 
 
-def evaluate_pooled(
-    releases: list[ClientRelease], classifier_params: dict[str, dict[str, Any]]
-) -> tuple[dict[str, float], dict[int, dict[str, float]], dict[str, dict[str, float]]]:
-    """Global accuracy per classifier, per-client accuracy, and fit/predict seconds.
-
-    Global accuracy pools every client's queries (a sample-weighted mean of clients).
-    """
+def fit_pooled(releases: list[ClientRelease], classifier_params: dict[str, dict[str, Any]]
+               ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Every classifier fitted on all releases together; and the fit seconds of each."""
     X = np.concatenate([r.x_train for r in releases])
     y = np.concatenate([r.y_train for r in releases])
-    overall: dict[str, float] = {}
-    per_client: dict[int, dict[str, float]] = {r.partition_id: {} for r in releases}
-    timings: dict[str, dict[str, float]] = {}
+    fitted, seconds = {}, {}
     for name, params in classifier_params.items():
         t0 = time.perf_counter()
-        clf = classifiers.create(name, **params).fit(X, y)
-        t_fit = time.perf_counter() - t0
-        correct = total = 0
-        t0 = time.perf_counter()
-        for r in releases:
-            if len(r.y_query) == 0:
-                continue
-            hits = int((clf.predict(r.x_query) == r.y_query).sum())
-            per_client[r.partition_id][name] = hits / len(r.y_query)
-            correct, total = correct + hits, total + len(r.y_query)
-        overall[name] = correct / total if total else float("nan")
-        timings[name] = {"fit_s": t_fit, "predict_s": time.perf_counter() - t0}
-        log.info("%s: global accuracy %.4f on %d queries from %d clients", name, overall[name], total, len(releases))
-    return overall, per_client, timings
+        fitted[name] = classifiers.create(name, **params).fit(X, y)
+        seconds[name] = time.perf_counter() - t0
+    return fitted, seconds
+
+
+def score_locally(states: dict[str, dict[str, np.ndarray]], classifier_params: dict[str, dict[str, Any]],
+                  queries: np.ndarray, labels: np.ndarray) -> dict[str, int]:
+    """Client side: rebuild each classifier from its state and count correct predictions."""
+    correct = {}
+    for name, state in states.items():
+        clf = classifiers.create(name, **classifier_params[name]).set_state(state)
+        correct[name] = int((clf.predict(queries) == labels).sum()) if len(labels) else 0
+    return correct
+
+
+def combine_scores(scores: dict[int, dict[str, Any]], names: list[str]
+                   ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """Global accuracy (all queries pooled, i.e. sample-weighted) and per-client accuracy
+    from each client's ``{"n": n_queries, "correct": {name: count}}``."""
+    per_client = {pid: {n: s["correct"][n] / s["n"] for n in names} if s["n"] else {} for pid, s in scores.items()}
+    total = sum(s["n"] for s in scores.values())
+    overall = {n: (sum(s["correct"][n] for s in scores.values()) / total) if total else float("nan") for n in names}
+    return overall, per_client

@@ -1,4 +1,5 @@
-"""Flower ServerApp: ask every client for its release, pool, fit classifiers, score, write results.
+"""Flower ServerApp: for every anonymizer configuration, ask each client for its release,
+pool, fit the classifiers, score every client's queries; then write the results.
 
 ``make_server_app(scenario, run_dir)`` is used by :mod:`fedsim.simulation`; the
 module-level ``app`` serves ``flwr run .`` and writes its own run folder.
@@ -6,18 +7,22 @@ module-level ``app`` serves ``flwr run .`` and writes its own run folder.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedsim import __version__
+from fedsim import anonymizers
 from fedsim.config import Scenario, scenario_for_run
 from fedsim.report.results import RunFolder, write_json
-from fedsim.strategies.pooled import ClientRelease, evaluate_pooled
+from fedsim.report.sweep import write_sweep_outputs
+from fedsim.strategies.pooled import ClientRelease, combine_scores, fit_pooled
+from fedsim.strategies.summary import assemble_results, config_label
 
 log = logging.getLogger(__name__)
 
@@ -35,92 +40,142 @@ def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
     return ids
 
 
+def _failure(reply: Message) -> dict[str, Any] | None:
+    node = reply.metadata.src_node_id
+    if reply.has_error():
+        return {"id": None, "node_id": node, "error": f"code {reply.error.code}: {reply.error.reason}"}
+    if "error" in reply.content:
+        err = reply.content["error"]
+        return {"id": int(err["partition-id"]), "node_id": node, "error": str(err["message"])}
+    return None
+
+
+def _silent(node_ids: list[int], replies: list[Message]) -> list[dict[str, Any]]:
+    answered = {r.metadata.src_node_id for r in replies}
+    return [{"id": None, "node_id": n, "error": "no reply before the round timeout"} for n in node_ids if n not in answered]
+
+
 def parse_replies(replies: list[Message], node_ids: list[int]) -> tuple[list[ClientRelease], list[dict[str, Any]]]:
-    """Split replies into releases and failures; a silent node is a failure too."""
+    """Split release replies into releases and failures; a silent node is a failure too."""
     releases, failures = [], []
-    answered = set()
     for reply in replies:
-        node = reply.metadata.src_node_id
-        answered.add(node)
-        if reply.has_error():
-            failures.append({"id": None, "node_id": node, "error": f"code {reply.error.code}: {reply.error.reason}"})
-            continue
-        if "error" in reply.content:
-            err = reply.content["error"]
-            failures.append({"id": int(err["partition-id"]), "node_id": node, "error": str(err["message"])})
+        failure = _failure(reply)
+        if failure is not None:
+            failures.append(failure)
             continue
         arrays, info = reply.content["release"], dict(reply.content["info"])
         info["embedding-cache"] = str(reply.content["status"]["embedding-cache"]) if "status" in reply.content else "off"
+        metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
         releases.append(ClientRelease(
-            partition_id=int(info["partition-id"]),
-            x_train=arrays["x_train"].numpy(), y_train=arrays["y_train"].numpy(),
-            x_query=arrays["x_query"].numpy(), y_query=arrays["y_query"].numpy(),
-            info=dict(info),
+            partition_id=int(info["partition-id"]), x_train=arrays["x_train"].numpy(),
+            y_train=arrays["y_train"].numpy(), info=info, metrics=metrics,
         ))
-    for node in node_ids:
-        if node not in answered:
-            failures.append({"id": None, "node_id": node, "error": "no reply before the round timeout"})
+    failures += _silent(node_ids, replies)
     releases.sort(key=lambda r: r.partition_id)
     return releases, failures
 
 
-def run_server(grid: Grid, scenario: Scenario) -> dict[str, Any]:
-    """One collaboration round; returns the results.json document."""
+def _ask(grid: Grid, node_ids: list[int], kind: str, index: int, method: str, params: dict[str, Any],
+         timeout: float, arrays: dict[str, dict[str, np.ndarray]] | None = None) -> list[Message]:
+    content: dict[str, Any] = {"config": ConfigRecord({"index": index, "method": method, "params": json.dumps(params)})}
+    for name, record in (arrays or {}).items():
+        content[name] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in record.items()})
+    messages = [Message(RecordDict(content), message_type=f"query.{kind}", dst_node_id=node,
+                        group_id=f"{kind}-{index}") for node in node_ids]
+    return list(grid.send_and_receive(messages, timeout=timeout))
+
+
+def _shared_state(grid: Grid, node_ids: list[int], index: int, method: str, params: dict[str, Any],
+                  timeout: float) -> tuple[dict[str, np.ndarray] | None, list[dict[str, Any]]]:
+    """Federated estimate of a shared transform from the clients' sufficient statistics."""
+    if not anonymizers.needs_shared_state(method):
+        return None, []
+    replies = _ask(grid, node_ids, "stats", index, method, params, timeout)
+    stats, failures = [], _silent(node_ids, replies)
+    for reply in replies:
+        failure = _failure(reply)
+        if failure is None:
+            stats.append({k: v.numpy() for k, v in reply.content["stats"].items()})
+        else:
+            failures.append(failure)
+    if not stats:
+        raise RuntimeError(f"no client could provide statistics for {method}: {failures[0]['error']}")
+    return anonymizers.combine_shared_state(method, params, stats), failures
+
+
+def _evaluate(grid: Grid, node_ids: list[int], index: int, method: str, params: dict[str, Any],
+              fitted: dict[str, Any], timeout: float) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
+    """Send the fitted classifiers; each client scores its own queries and returns counts."""
+    states = {f"classifier.{name}": clf.get_state() for name, clf in fitted.items()}
+    replies = _ask(grid, node_ids, "evaluate", index, method, params, timeout, states)
+    scores, failures = {}, _silent(node_ids, replies)
+    for reply in replies:
+        failure = _failure(reply)
+        if failure is not None:
+            failures.append(failure)
+            continue
+        rec = reply.content["scores"]
+        scores[int(rec["partition-id"])] = {
+            "n": int(rec["n-query"]), "correct": {n: int(rec[f"correct.{n}"]) for n in fitted}}
+    return scores, failures
+
+
+def _audit(run_dir: Path, label: str, releases: list[ClientRelease]) -> None:
+    """Everything the server received for one configuration, as it arrived."""
+    folder = run_dir / "received" / label.replace("/", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in releases:
+        np.savez(folder / f"client-{r.partition_id}.npz", x_train=r.x_train, y_train=r.y_train)
+
+
+def run_server(grid: Grid, scenario: Scenario, run_dir: Path | None = None) -> dict[str, Any]:
+    """All configuration rounds; returns the results.json document."""
     fed = scenario.federation
     t_start = time.perf_counter()
     node_ids = wait_for_nodes(grid, fed.num_clients, timeout=min(fed.round_timeout, 300.0))
-    messages = [
-        Message(RecordDict({"config": ConfigRecord({"round": 1})}), message_type="query.release",
-                dst_node_id=node, group_id="release-1")
-        for node in node_ids
-    ]
-    t0 = time.perf_counter()
-    replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
-    t_collect = time.perf_counter() - t0
-    releases, failures = parse_replies(replies, node_ids)
-    hits = [r.partition_id for r in releases if r.info["embedding-cache"] == "hit"]
-    if hits:
-        log.info("clients %s reused cached embeddings (no extraction)", ", ".join(map(str, hits)))
-    for f in failures:
-        log.error("client %s (node %s) failed: %s", f["id"], f["node_id"], f["error"].splitlines()[0] if f["error"] else "")
-    if not releases:
-        raise RuntimeError(f"all {len(node_ids)} clients failed; first error: {failures[0]['error']}")
-    accuracy, per_client, clf_timings = evaluate_pooled(releases, scenario.classifiers)
-    clients = [
-        {
-            "id": r.partition_id,
-            "status": "ok",
-            "n_train": int(r.info["n-train"]),
-            "n_query": int(r.info["n-query"]),
-            "n_released": int(len(r.y_train)),
-            "label_histogram": [int(c) for c in r.info["label-histogram"]],
-            "accuracy": per_client[r.partition_id],
-            "timings": {"extract_s": float(r.info["extract-s"]), "anonymize_s": float(r.info["anonymize-s"])},
-            "embedding_cache": r.info["embedding-cache"],
-        }
-        for r in releases
-    ]
-    clients += [{"id": f["id"], "status": "failed", "node_id": f["node_id"], "error": f["error"]} for f in failures]
-    (anonymizer, anon_params), = scenario.anonymizers.items()
-    return {
-        "fedsim_version": __version__,
-        "scenario": scenario.name,
-        "seed": scenario.seed,
-        "engine": fed.engine,
-        "dataset": scenario.data.dataset,
-        "partition": scenario.partition.method,
-        "extractor": scenario.extractor.name,
-        "anonymizer": {"method": anonymizer, "params": anon_params},
-        "num_clients": fed.num_clients,
-        "num_failed": len(failures),
-        "clients": clients,
-        "accuracy": accuracy,
-        "timings": {
-            "collect_s": t_collect,
-            "classifiers": clf_timings,
-            "server_total_s": time.perf_counter() - t_start,
-        },
-    }
+    rounds = []
+    for index, (method, params) in enumerate(scenario.anonymizer_grid()):
+        label = config_label(method, params)
+        t0 = time.perf_counter()
+        shared, failures = _shared_state(grid, node_ids, index, method, params, fed.round_timeout)
+        replies = _ask(grid, node_ids, "release", index, method, params, fed.round_timeout,
+                       {"shared": shared} if shared is not None else None)
+        releases, release_failures = parse_replies(replies, node_ids)
+        failures += release_failures
+        t_collect = time.perf_counter() - t0
+        for f in failures:
+            log.error("%s: client %s (node %s) failed: %s", label, f["id"], f["node_id"],
+                      f["error"].splitlines()[0] if f["error"] else "")
+        if not releases:
+            raise RuntimeError(f"{label}: all {len(node_ids)} clients failed; first error: {failures[0]['error']}")
+        hits = [r.partition_id for r in releases if r.info["embedding-cache"] == "hit"]
+        if index == 0 and hits:
+            log.info("clients %s reused cached embeddings (no extraction)", ", ".join(map(str, hits)))
+        if scenario.audit.save_received and run_dir is not None:
+            _audit(run_dir, label, releases)
+        t1 = time.perf_counter()
+        if sum(len(r.y_train) for r in releases):
+            fitted, fit_s = fit_pooled(releases, scenario.classifiers)
+            scores, eval_failures = _evaluate(grid, node_ids, index, method, params, fitted, fed.round_timeout)
+            failures += eval_failures
+            accuracy, per_client = combine_scores(scores, list(fitted))
+        else:  # every client released nothing (e.g. all points DBSCAN noise, dropped): no model
+            log.warning("%s: the releases are empty; no classifier can be trained", label)
+            fit_s, accuracy, per_client = {}, {n: float("nan") for n in scenario.classifiers}, {}
+        clf_timings = {n: {"fit_s": fit_s.get(n, float("nan")), "evaluate_round_s": time.perf_counter() - t1}
+                       for n in scenario.classifiers}
+        log.info("%s: global accuracy %s", label, {k: round(v, 4) for k, v in accuracy.items()})
+        rounds.append({"index": index, "label": label, "method": method, "params": params,
+                       "releases": releases, "failures": failures, "accuracy": accuracy,
+                       "per_client": per_client, "timings": {"collect_s": t_collect, "classifiers": clf_timings}})
+    results = assemble_results(scenario, rounds)
+    results["timings"]["server_total_s"] = time.perf_counter() - t_start
+    return results
+
+
+def _finish(run_dir: Path, results: dict[str, Any]) -> None:
+    write_json(run_dir / "results.json", results)
+    write_sweep_outputs(run_dir, results)
 
 
 def make_server_app(scenario: dict[str, Any] | None = None, run_dir: str | Path | None = None) -> ServerApp:
@@ -130,14 +185,14 @@ def make_server_app(scenario: dict[str, Any] | None = None, run_dir: str | Path 
     def main(grid: Grid, context: Context) -> None:
         resolved = scenario_for_run(scenario, context.run_config)
         if run_dir is not None:
-            write_json(Path(run_dir) / "results.json", run_server(grid, resolved))
+            _finish(Path(run_dir), run_server(grid, resolved, Path(run_dir)))
             return
         # flwr run: no launcher around us, so this app owns the run folder.
         out = Path(str(context.run_config.get("output-dir", resolved.output_dir))).resolve()
         with RunFolder(out, resolved.name, resolved.to_dict()) as folder:
-            results = run_server(grid, resolved)
+            results = run_server(grid, resolved, folder.path)
             results["engine"] = "flwr-run"
-            write_json(folder.path / "results.json", results)
+            _finish(folder.path, results)
         log.info("results written to %s", folder.final_path)
 
     return app
