@@ -29,17 +29,18 @@ METHODS = [
     ("gaussian", {"noise_scale": 0.1}), ("dp_gaussian", {"epsilon": 1.0, "delta": 1e-5}),
     ("random_projection", {"n_components": 64}), ("pca", {"n_components": 64}),
     ("kmeans", {"n_clusters": 1000, "assign_labels": "majority"}),
-    ("density_based", {"max_dist": 6.0, "min_samples": 5, "noise_scale": 0.1}),
+    ("density_based", {"max_dist": 24.0, "min_samples": 5, "noise_scale": 0.1}),
     ("mdav", {"k": 5}), ("gan", {"n_epochs": 5}),
 ]
 
 DATA = r"""
 import numpy as np
 def make(n, d, seed=0):
+    structure = np.random.default_rng(12345)            # the same classes for every sample
+    centers = structure.normal(size=(10, d)).astype(np.float32) * 1.5
+    sub = structure.normal(size=(10, 8, d)).astype(np.float32) * 0.6   # sub-modes per class
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(10, d)).astype(np.float32) * 1.5
     y = rng.integers(0, 10, n)
-    sub = rng.normal(size=(10, 8, d)).astype(np.float32) * 0.6   # sub-modes per class
     X = centers[y] + sub[y, rng.integers(0, 8, n)] + rng.normal(size=(n, d)).astype(np.float32) * 0.8
     return X.astype(np.float32), y
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -32,8 +33,14 @@ def bf16_autocast_ok(device: torch.device) -> bool:
     """bf16 autocast pays off on CUDA and on CPUs with AMX/AVX512-BF16."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    return _cpu_has_bf16_units()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_bf16_units() -> bool:
     try:
-        flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            flags = fh.read()
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags

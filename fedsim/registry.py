@@ -49,7 +49,7 @@ class Registry(Generic[T]):
         if allowed is not None:
             unknown = sorted(set(params) - set(allowed))
             if unknown:
-                shown = [a for a in allowed if a != "seed"]
+                shown = [a for a in allowed if a not in ("seed", "key")]  # set by fedsim, not by users
                 raise ValueError(
                     f"unknown parameter {unknown[0]!r} for {self.family} {name!r}; "
                     f"allowed: {', '.join(shown) if shown else 'none'}"

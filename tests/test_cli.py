@@ -47,3 +47,28 @@ def test_console_script_reports_missing_file(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"fedsim: error: {tmp_path / 'nope.toml'}: no such scenario file"
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "table, fragment",
+    [
+        ("[anonymizers.gaussian]\nnoise_scale = -0.1\n", "noise_scale"),
+        ("[anonymizers.laplace]\nnoise_scale = [0.1, -1.0]\n", "noise_scale"),
+        ("[anonymizers.pca]\nn_components = 512\n", "n_components"),
+        ("[anonymizers.random_projection]\nn_components = 0\n", "n_components"),
+        ("[anonymizers.mdav]\nk = 5000\n", "k"),
+        ("[anonymizers.kmeans]\nn_clusters = 3000\n", "n_clusters"),
+        ("[anonymizers.dp_gaussian]\nepsilon = 0.0\ndelta = 1e-5\n", "epsilon"),
+        ("[anonymizers.dp_gaussian]\nepsilon = 1.0\ndelta = 1.5\n", "delta"),
+        ("[anonymizers.kmeans]\nn_clusters = 10\nassign_labels = 'mean'\n", "assign_labels"),
+    ],
+)
+def test_bad_anonymizer_parameters_fail_before_any_work(tmp_path, capsys, table, fragment):
+    path = tmp_path / "bad.toml"
+    path.write_text("[federation]\nnum_clients = 4\n" + table)
+    out = tmp_path / "runs"
+    assert main(["run", str(path), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedsim: error: ") and "anonymizers." in err and fragment in err, err
+    assert len(err.splitlines()) == 1, err
+    assert not out.exists() or not any(out.iterdir())
