@@ -256,11 +256,9 @@ def _payload(cfg: TrainConfig, model: nn.Module, classes: list[str], history: li
 
 def plot_history(history: list[dict[str, float]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train (augmented) vs validation (clean)."""
-    import matplotlib
+    from fedsim.report.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train (augmented)")
@@ -276,9 +274,7 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str) -> Non
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 __all__ = ["TrainConfig", "RECIPES", "train_extractor", "predict_logits"]

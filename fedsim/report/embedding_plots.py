@@ -12,14 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from fedsim.report.figures import pyplot, save_figure
 
 
 def project_2d(X: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
@@ -39,7 +32,7 @@ def project_2d(X: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray
 
 
 def _palette(n: int):
-    plt = _plt()
+    plt = pyplot()
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20" if n <= 20 else "gist_ncar")
     return [cmap(i / max(1, n - 1)) if n > 20 else cmap(i) for i in range(n)]
 
@@ -53,7 +46,7 @@ def plot_embeddings(
     ``panels`` maps a panel title to (embeddings, labels); at most ``max_points`` per panel
     are drawn (a seeded class-agnostic sample).
     """
-    plt = _plt()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     chunks, sizes, labels = [], [], []
     for X, y in panels.values():
@@ -79,11 +72,7 @@ def plot_embeddings(
         axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=4, fontsize=8, title="class")
     fig.suptitle(title or f"Embeddings ({method.upper()}, one projection fitted on all panels)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=True)
 
 
 def plot_knn_samples(
@@ -96,7 +85,7 @@ def plot_knn_samples(
     Images are HxWx3 uint8 arrays as stored in the dataset.  Query titles are green when
     the kNN prediction is right, red when wrong.
     """
-    plt = _plt()
+    plt = pyplot()
     n, k = len(query_images), len(neighbor_images[0])
     fig, axes = plt.subplots(n, k + 1, figsize=(1.6 * (k + 1), 1.75 * n), squeeze=False)
     for i in range(n):
@@ -117,8 +106,4 @@ def plot_knn_samples(
     axes[0][0].set_ylabel("query", fontsize=8)
     fig.suptitle(f"Queries (left) and their {k} nearest training images ({metric} distance)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

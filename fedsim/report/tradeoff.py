@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fedsim.report.figures import pyplot, save_figure
+
 
 def pareto_front(x: Sequence[float], y: Sequence[float], better_x: str, better_y: str) -> np.ndarray:
     """Boolean mask of non-dominated points; ``better_*`` is ``"low"`` or ``"high"``."""
@@ -38,11 +40,7 @@ def plot_tradeoff(
 
     Returns None (and draws nothing) when no point has both values finite.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     xs = np.array([p.get(x_key, math.nan) for p in points], float)
     ys = np.array([p.get(y_key, math.nan) for p in points], float)
     ok = np.isfinite(xs) & np.isfinite(ys)
@@ -66,8 +64,4 @@ def plot_tradeoff(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
