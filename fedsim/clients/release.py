@@ -111,15 +111,15 @@ def extractor_for(scenario: Scenario, num_classes: int) -> extractors.Extractor:
     return _extractor(ex.name, ex.weights, num_classes, derive_seed(scenario.seed, "extractor"), ex.download)
 
 
-_DATA: dict[tuple, ClientData] = {}
+_DATA: dict[tuple, dict[int, ClientData]] = {}
 
 
 def client_data(scenario: Scenario, partition_id: int, num_partitions: int, progress: bool = True) -> ClientData:
     """This client's partition and embeddings (extracted once per process, or from the cache)."""
     key = (json.dumps([scenario.seed, scenario.data.__dict__, scenario.partition.__dict__,
-                       scenario.extractor.__dict__], sort_keys=True, default=str), partition_id, num_partitions)
-    if key in _DATA:
-        return _DATA[key]
+                       scenario.extractor.__dict__], sort_keys=True, default=str), num_partitions)
+    if partition_id in _DATA.get(key, {}):
+        return _DATA[key][partition_id]
     d, ex = scenario.data, scenario.extractor
     train_ds = _dataset(d.dataset, d.root, "train", d.download)
     test_ds = _dataset(d.dataset, d.root, "test", d.download)
@@ -147,8 +147,9 @@ def client_data(scenario: Scenario, partition_id: int, num_partitions: int, prog
         y_query=test_ds.targets[query_idx], label_histogram=np.bincount(y_train, minlength=num_classes),
         timings={"extract_s": t_extract}, embedding_cache=cache_state,
     )
-    _DATA.clear()  # one scenario at a time per process: bounded memory
-    _DATA[key] = data
+    if key not in _DATA:  # one scenario at a time per process; a Ray actor serves several partitions
+        _DATA.clear()
+    _DATA.setdefault(key, {})[partition_id] = data
     return data
 
 
