@@ -28,6 +28,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_extraction.py
 	$(BIN)/python benchmarks/bench_anonymizers.py
+	$(BIN)/python benchmarks/bench_knn.py
 
 clean-runs:
 	rm -rf runs

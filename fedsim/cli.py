@@ -17,14 +17,18 @@ class UsageError(ValueError):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.config import load_scenario
-    from fedsim.report import format_releases, format_summary
+    from fedsim.report import format_online, format_releases, format_summary
     from fedsim.simulation import run_scenario
 
     scenario = load_scenario(args.scenario, args.set)
     run_dir = run_scenario(scenario, args.output_dir)
     results = json.loads((run_dir / "results.json").read_text())
     print(format_summary(results))
-    if len(results.get("releases", [])) > 1:
+    if results.get("online"):
+        print(f"\nOnline rounds ({results['online'][0]['setting']}; ACC = mean accuracy of the final model over "
+              "all test domains, see README):")
+        print(format_online(results))
+    elif len(results.get("releases", [])) > 1:
         print("\nGlobal accuracy, accuracy loss vs none, and attacks (client mean) per configuration:")
         print(format_releases(results))
     print(f"\nresults: {run_dir / 'results.json'}")

@@ -119,6 +119,49 @@ class AuditConfig:
     save_received: bool = False
 
 
+def _batch_sizes(v: Any) -> str | None:
+    values = v if isinstance(v, list) else [v]
+    ok = values and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in values)
+    return None if ok else "must be an integer >= 1 or a non-empty list of them (a list sweeps it)"
+
+
+@dataclass
+class ReplayConfig:
+    """Generative replay on the server: a class-conditional GAN on what it has received.
+
+    When enabled, every classifier is trained twice from the same releases -- as is and
+    ``<name>+replay`` -- so results show whether replay helps or hurts each of them.
+    """
+
+    enabled: bool = False
+    # share of the replay memory mixed into each round's training batch (the study's knob)
+    memory_sample_percentage: float = field(
+        default=1.0, metadata=_check(lambda v: None if 0 < v <= 1 else "must be in (0, 1]"))
+    n_epochs_gan: int = field(default=10, metadata=_check(_at_least(1)))
+    batch_size_gan: int = field(default=32, metadata=_check(_at_least(2)))
+    memory_size: int = field(default=2000, metadata=_check(_at_least(1)))  # bounded, class-balanced
+    latent_dim: int = field(default=64, metadata=_check(_at_least(1)))
+    lr: float = field(default=2e-4, metadata=_check(_positive))
+
+
+@dataclass
+class OnlineConfig:
+    """Online continual-learning rounds: new data from every client in every round."""
+
+    rounds: int = field(default=0, metadata=_check(_at_least(0)))  # 0 = one-shot release, no rounds
+    # records per client per round; a list sweeps it (the study's accuracy-vs-batch-size plot)
+    batch_size: Any = field(default=100, metadata=_check(_batch_sizes))
+    sampling: str = field(default="balanced", metadata=_check(_one_of("balanced", "stratified")))
+    setting: str = field(default="iid", metadata=_check(_one_of("iid", "domain_shift")))
+    # domain_shift: one test/train domain per round ("clean", "gaussian_noise:3", ...);
+    # empty = fedsim.online.corruptions.default_schedule
+    domains: list = field(default_factory=list)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+
+    def batch_sizes(self) -> list[int]:
+        return list(self.batch_size) if isinstance(self.batch_size, list) else [self.batch_size]
+
+
 @dataclass
 class Scenario:
     name: str = "scenario"
@@ -131,6 +174,7 @@ class Scenario:
     plots: PlotsConfig = field(default_factory=PlotsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
     # method name -> parameters (a list of values sweeps that parameter); validated by the registry
     anonymizers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"none": {}})
     classifiers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"knn": {"k": 5}})
@@ -180,6 +224,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ScenarioError(f"{key}: expected an integer, got {value!r}")
         return value
+    if tp is list and not isinstance(value, list):
+        raise ScenarioError(f"{key}: expected a list, got {value!r}")
     if tp is bool and not isinstance(value, bool):
         raise ScenarioError(f"{key}: expected true or false, got {value!r}")
     if tp is str and not isinstance(value, str):
@@ -273,11 +319,36 @@ def validate(scenario: Scenario) -> None:
         except ValueError as err:
             shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
             raise ScenarioError(f"anonymizers.{name}{f' ({shown})' if shown else ''}: {err}") from None
+    _validate_online(scenario)
     try:
         extractors.validate(scenario.extractor.name,
                             {"weights": scenario.extractor.weights, "download": scenario.extractor.download})
     except ValueError as err:
         raise ScenarioError(f"extractor.weights: {err}") from None
+
+
+def _validate_online(scenario: Scenario) -> None:
+    from fedsim import anonymizers
+    from fedsim.online.corruptions import parse_domain
+
+    on = scenario.online
+    if on.domains and on.setting != "domain_shift":
+        raise ScenarioError('online.domains applies only to online.setting = "domain_shift"')
+    if on.domains and len(on.domains) != on.rounds:
+        raise ScenarioError(f"online.domains lists {len(on.domains)} domains; online.rounds = {on.rounds} "
+                            "needs one per round (or leave it empty for the default schedule)")
+    for i, text in enumerate(on.domains):
+        if not isinstance(text, str):
+            raise ScenarioError(f"online.domains[{i}] = {text!r}: expected a string like \"gaussian_noise:3\"")
+        try:
+            parse_domain(text)
+        except ValueError as err:
+            raise ScenarioError(f"online.domains[{i}]: {err}") from None
+    if on.rounds:
+        shared = [m for m, _ in scenario.anonymizer_grid() if anonymizers.needs_shared_state(m)]
+        if shared:
+            raise ScenarioError(f"anonymizers.{shared[0]} cannot run in online rounds: its shared transform is "
+                                "estimated once from every client's whole data set; use it with online.rounds = 0")
 
 
 def load_scenario(path: str | Path | None = None, overrides: list[str] | None = None) -> Scenario:

@@ -27,6 +27,13 @@ def preflight(scenario: Scenario) -> None:
     if ex.download and extractors.resolve_weights(ex.name, ex.weights, download=True) is None:
         extractors.create(ex.name, weights=ex.weights, download=True)  # fetch the release once, here
     check_anonymizers_fit_data(scenario)
+    if scenario.online.rounds:
+        from fedsim.online.client import check_rounds
+
+        try:
+            check_rounds(scenario)
+        except ValueError as err:
+            raise ScenarioError(str(err)) from None
 
 
 def check_anonymizers_fit_data(scenario: Scenario) -> None:
@@ -37,6 +44,8 @@ def check_anonymizers_fit_data(scenario: Scenario) -> None:
 
     parts, _ = scenario_indices(scenario, scenario.federation.num_clients)
     n_min = min(len(p) for p in parts)
+    if scenario.online.rounds:  # each round anonymizes one batch
+        n_min = min(n_min, *scenario.online.batch_sizes())
     dim = extractors.REGISTRY.create(scenario.extractor.name).embedding_dim
     for method, params in scenario.anonymizer_grid():
         try:

@@ -6,7 +6,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 
 from fedsim.strategies.pooled import ClientRelease, combine_scores, fit_pooled, score_locally
-from fedsim.strategies.server_app import parse_replies
+from fedsim.strategies.messaging import parse_replies
 
 
 def _meta(src: int) -> Metadata:

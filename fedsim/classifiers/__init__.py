@@ -1,20 +1,34 @@
 """Server-side classifiers trained on what clients release, by name.
 
-Common API: ``fit``, ``partial_fit``, ``predict``, ``predict_proba``, ``score``.
+Common API (``base.Classifier``): ``fit``, ``partial_fit``, ``predict``, ``predict_proba``,
+``score``, and ``get_state``/``set_state`` to ship a fitted classifier to the clients.
+
+* ``knn`` -- k nearest neighbours, optionally a bounded class-balanced memory;
+* ``ncm`` -- nearest class mean (exact running means);
+* ``knn_ncm`` -- kNN votes and NCM probabilities mixed by ``alpha``;
+* ``fc`` -- linear or one-hidden-layer head trained with cross-entropy.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fedsim.classifiers.base import Classifier
+from fedsim.classifiers.fc import FCClassifier
 from fedsim.classifiers.knn import KNNClassifier
+from fedsim.classifiers.knn_ncm import KNNNCMClassifier
+from fedsim.classifiers.ncm import NCMClassifier
 from fedsim.registry import Registry
 
-REGISTRY: Registry[Any] = Registry("classifier")
+REGISTRY: Registry[Classifier] = Registry("classifier")
 REGISTRY.register("knn")(KNNClassifier)
+REGISTRY.register("ncm")(NCMClassifier)
+REGISTRY.register("knn_ncm")(KNNNCMClassifier)
+REGISTRY.register("fc")(FCClassifier)
 
 
-def create(name: str, **params: Any) -> Any:
+def create(name: str, **params: Any) -> Classifier:
+    """Build a classifier by name; unknown names and parameters are ValueErrors."""
     return REGISTRY.create(name, **params)
 
 
@@ -22,4 +36,5 @@ def validate(name: str, params: dict[str, Any]) -> None:
     create(name, **params)
 
 
-__all__ = ["KNNClassifier", "REGISTRY", "create", "validate"]
+__all__ = ["Classifier", "FCClassifier", "KNNClassifier", "KNNNCMClassifier", "NCMClassifier",
+           "REGISTRY", "create", "validate"]

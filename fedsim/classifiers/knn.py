@@ -1,7 +1,17 @@
-"""k-nearest-neighbour classifier as a chunked matrix product + top-k in torch.
+"""k-nearest-neighbour classifier: a (possibly bounded) memory of samples and a neighbour search.
 
-Never builds a full query x database distance matrix: queries are processed in chunks
-sized so one chunk of scores stays under ``max_chunk_bytes``.
+Search backends (``backend``):
+
+* ``torch`` -- chunked matrix product + top-k on ``device``; never builds the full
+  query x database matrix (chunks stay under ``max_chunk_bytes``).  ``precision="bf16"``
+  scores in bfloat16 first and re-ranks the best ``k + prefilter_margin`` candidates exactly
+  in fp32; ``auto`` does so where bf16 units exist (``bf16_autocast_ok``) and the database
+  has more than ``BF16_MIN_ROWS`` rows, below which the prefilter does not pay.
+* ``faiss`` -- faiss's exact flat indexes on the CPU (optional ``faiss-cpu``).
+* ``auto`` -- torch: measured faster on the CPUs fedsim runs on (10k queries against
+  50k x 512: torch fp32 ~4.1 s, faiss ~9.8 s), it runs on CUDA, and it needs no extra package.
+
+``memory_size`` bounds the memory with a class-balanced reservoir (``reservoir.py``).
 """
 
 from __future__ import annotations
@@ -9,120 +19,114 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedsim.device import best_device
+from fedsim.classifiers import reservoir
+from fedsim.classifiers.base import Classifier, check_choice, check_int
+from fedsim.classifiers.search import FaissSearch, TorchSearch, import_faiss
+from fedsim.device import bf16_autocast_ok
+from fedsim.seeding import derive_seed
 
 METRICS = ("cosine", "euclidean")
 WEIGHTS = ("uniform", "distance")
+PRECISIONS = ("auto", "fp32", "bf16")
+BACKENDS = ("auto", "torch", "faiss")
+BF16_MIN_ROWS = 8192  # measured (2-core avx512_bf16 CPU, d=512): 0.9x at 5k rows, 1.1x at 10k, 2.2x at 50k
 
 
-class KNNClassifier:
+class KNNClassifier(Classifier):
+    """Majority (or inverse-distance) vote of the ``k`` nearest remembered samples.
+
+    ``prefilter_margin`` (default ``max(16, 2k)``) is how many extra bf16 candidates the exact
+    re-rank sees; ``seed`` drives the reservoir's evictions.
+    """
+
     def __init__(
         self,
         k: int = 5,
         metric: str = "cosine",
         weights: str = "uniform",
-        device: str = "auto",
+        memory_size: int | None = None,
+        precision: str = "auto",
+        backend: str = "auto",
+        prefilter_margin: int | None = None,
         max_chunk_bytes: int = 256 * 2**20,
+        device: str = "auto",
+        seed: int = 0,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-        if weights not in WEIGHTS:
-            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-        self.k = k
-        self.metric = metric
-        self.weights = weights
-        self.device = device
-        self.max_chunk_bytes = int(max_chunk_bytes)
+        super().__init__(device)
+        self.k = check_int("k", k, 1)
+        self.metric = check_choice("metric", metric, METRICS)
+        self.weights = check_choice("weights", weights, WEIGHTS)
+        self.memory_size = None if memory_size is None else check_int("memory_size", memory_size, 1)
+        self.precision = check_choice("precision", precision, PRECISIONS)
+        self.backend = check_choice("backend", backend, BACKENDS)
+        if backend == "faiss":
+            if precision == "bf16":
+                raise ValueError("precision 'bf16' needs backend 'torch' or 'auto' (faiss searches in fp32)")
+            import_faiss()  # fail now, with the install hint, rather than at the first prediction
+        self.prefilter_margin = None if prefilter_margin is None else check_int("prefilter_margin", prefilter_margin, 0)
+        self.max_chunk_bytes = check_int("max_chunk_bytes", max_chunk_bytes, 1)
+        self.seed = check_int("seed", seed, 0)
 
-    # ------------------------------------------------------------------ fitting
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "KNNClassifier":
-        for attr in ("X_", "y_", "classes_"):
-            self.__dict__.pop(attr, None)
-        return self.partial_fit(X, y)
-
-    def partial_fit(self, X: np.ndarray, y: np.ndarray) -> "KNNClassifier":
-        """Add samples to the database (kNN learns by remembering)."""
-        X = np.require(X, np.float32, ["C", "W"])  # torch.from_numpy needs writable memory
-        y = np.require(y, np.int64, ["C", "W"])
-        if X.ndim != 2 or y.shape != (X.shape[0],):
-            raise ValueError(f"expected X (n, d) and y (n,), got {X.shape} and {y.shape}")
-        dev = best_device(self.device)
-        Xt = self._prepare(torch.from_numpy(X).to(dev))
-        yt = torch.from_numpy(y).to(dev)
-        if hasattr(self, "X_"):
-            if Xt.shape[1] != self.X_.shape[1]:
-                raise ValueError(f"X has {Xt.shape[1]} features, the classifier was fitted with {self.X_.shape[1]}")
-            Xt, yt = torch.cat([self.X_, Xt]), torch.cat([self.y_, yt])
-        self.X_, self.y_ = Xt, yt
-        self.classes_ = np.unique(yt.cpu().numpy())
-        self._sqnorm = (Xt * Xt).sum(1) if self.metric == "euclidean" else None
-        return self
-
-    def get_state(self) -> dict[str, np.ndarray]:
-        """What a client needs to predict with this model (the stored database)."""
-        self._check_fitted()
-        return {"X": self.X_.cpu().numpy(), "y": self.y_.cpu().numpy()}
-
-    def set_state(self, state: dict[str, np.ndarray]) -> "KNNClassifier":
-        return self.fit(state["X"], state["y"])  # cosine normalisation is idempotent
+    # ------------------------------------------------------------------ learning
+    def _learn(self, X: np.ndarray, y: np.ndarray, previous: np.ndarray) -> None:
+        """Remember the batch (kNN learns by remembering), within ``memory_size``."""
+        Xt, yt = self._prepare(self._tensor(X)), self._tensor(y)
+        if not hasattr(self, "X_"):
+            self.X_, self.y_ = Xt[:0], yt[:0]
+        if self.memory_size is None:
+            self.X_, self.y_ = torch.cat([self.X_, Xt]), torch.cat([self.y_, yt])
+        else:
+            if not hasattr(self, "rng_"):
+                self.rng_ = np.random.default_rng(derive_seed(self.seed, "classifier", "knn", "reservoir"))
+            old, new = reservoir.select(self.y_.cpu().numpy(), y, self.classes_, self.class_count_,
+                                        self.memory_size, self.rng_)
+            old_t, new_t = self._tensor(old), self._tensor(new)
+            self.X_ = torch.cat([self.X_[old_t], Xt[new_t]])
+            self.y_ = torch.cat([self.y_[old_t], yt[new_t]])
+        self.__dict__.pop("index_", None)  # the database changed: rebuild the search index
 
     def _prepare(self, X: torch.Tensor) -> torch.Tensor:
-        if self.metric == "cosine":
-            return torch.nn.functional.normalize(X, dim=1)
-        return X
+        return torch.nn.functional.normalize(X, dim=1) if self.metric == "cosine" else X
 
-    # ---------------------------------------------------------------- inference
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "X_"):
-            raise RuntimeError("KNNClassifier is not fitted; call fit(X, y) first")
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {"X": self.X_.cpu().numpy(), "y": self.y_.cpu().numpy()}
 
-    def kneighbors(self, Q: np.ndarray, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Distances (ascending) and database indices of the nearest neighbours, like scikit-learn."""
-        d, i = self._kneighbors_t(Q, n_neighbors)
-        return d.cpu().numpy(), i.cpu().numpy()
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.X_ = self._tensor(np.asarray(state["X"], np.float32))  # already normalised for cosine
+        self.y_ = self._tensor(np.asarray(state["y"], np.int64))
+        self.n_features_in_ = self.X_.shape[1]
+
+    # ----------------------------------------------------------------- inference
+    def _index(self) -> TorchSearch | FaissSearch:
+        if not hasattr(self, "index_"):
+            if self.backend == "faiss":
+                self.index_ = FaissSearch(self.X_, self.metric)
+            else:
+                dev = self.X_.device
+                bf16 = self.precision == "bf16" or (
+                    self.precision == "auto" and self.X_.shape[0] > BF16_MIN_ROWS and bf16_autocast_ok(dev))
+                margin = max(16, 2 * self.k) if self.prefilter_margin is None else self.prefilter_margin
+                self.index_ = TorchSearch(self.X_, self.metric, bf16, margin, self.max_chunk_bytes)
+        return self.index_
 
     def _kneighbors_t(self, Q: np.ndarray, n_neighbors: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_fitted()
-        k = min(n_neighbors or self.k, self.X_.shape[0])
-        Qt = self._prepare(torch.from_numpy(np.require(Q, np.float32, ["C", "W"])).to(self.X_.device))
-        chunk = max(1, self.max_chunk_bytes // (4 * self.X_.shape[0]))
-        dists, idxs = [], []
-        with torch.inference_mode():
-            for start in range(0, Qt.shape[0], chunk):
-                q = Qt[start : start + chunk]
-                sim = q @ self.X_.T
-                if self.metric == "cosine":
-                    top, idx = sim.topk(k, dim=1)
-                    dist = (1.0 - top).clamp_min(0.0)
-                else:
-                    d2 = (q * q).sum(1, keepdim=True) - 2.0 * sim + self._sqnorm
-                    neg, idx = (-d2).topk(k, dim=1)
-                    dist = (-neg).clamp_min(0.0).sqrt()
-                dists.append(dist)
-                idxs.append(idx)
-        return torch.cat(dists), torch.cat(idxs)
+        Qt = self._prepare(self._tensor(Q))
+        return self._index().search(Qt, n_neighbors or self.k)
 
-    def predict_proba(self, Q: np.ndarray) -> np.ndarray:
+    def kneighbors(self, Q: np.ndarray, n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Distances (ascending) and memory indices of the nearest neighbours, like scikit-learn."""
+        n_neighbors = None if n_neighbors is None else check_int("n_neighbors", n_neighbors, 1)
+        d, i = self._kneighbors_t(self._check_q(Q), n_neighbors)
+        return d.cpu().numpy(), i.cpu().numpy()
+
+    def _proba(self, Q: np.ndarray) -> torch.Tensor:
         dist, idx = self._kneighbors_t(Q, None)
-        labels = self.y_[idx]
         if self.weights == "uniform":
             w = torch.ones_like(dist)
-        else:
+        else:  # exact matches take all the weight, like scikit-learn
             exact = dist <= 0
             w = torch.where(exact.any(1, keepdim=True), exact.float(), 1.0 / dist.clamp_min(1e-12))
-        cls = torch.from_numpy(self.classes_).to(labels.device)
-        col = torch.searchsorted(cls, labels)
-        votes = torch.zeros(labels.shape[0], len(cls), device=labels.device)
+        col = torch.searchsorted(self._tensor(self.classes_), self.y_[idx])
+        votes = torch.zeros(len(idx), len(self.classes_), device=idx.device)
         votes.scatter_add_(1, col, w)
-        return (votes / votes.sum(1, keepdim=True)).cpu().numpy()
-
-    def predict(self, Q: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        return self.classes_[self.predict_proba(Q).argmax(1)]
-
-    def score(self, Q: np.ndarray, y: np.ndarray) -> float:
-        return float((self.predict(Q) == np.asarray(y)).mean())
+        return votes / votes.sum(1, keepdim=True)

@@ -4,7 +4,9 @@
 * ``query.release``  -- the anonymized training release of one configuration + its own
   privacy/utility metrics; the transformed queries stay on the client (``context.state``);
 * ``query.evaluate`` -- score those queries with the classifiers the server fitted on the
-  pooled releases; only counts go back, so query embeddings never leave the client.
+  pooled releases; only counts go back, so query embeddings never leave the client;
+* ``query.online`` / ``query.online_evaluate`` -- the same two steps for one online round:
+  the release of the round's new records, then scores in every test domain.
 
 ``make_client_app(scenario)`` binds a resolved scenario (``run_simulation``); the
 module-level ``app`` reads it from ``run_config`` (``flwr run``).  Exceptions become a
@@ -24,6 +26,7 @@ from flwr.clientapp import ClientApp
 from fedsim.clients.release import anonymize, client_data, shared_statistics
 from fedsim.config import scenario_for_run
 from fedsim.device import set_threads
+from fedsim.online.client import round_release, score_domains
 from fedsim.strategies.pooled import score_locally
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,28 @@ def release_message(msg: Message, context: Context, bound: dict[str, Any] | None
     # kept for query.evaluate; context.state survives between messages in both runtimes
     context.state[f"queries-{int(msg.content['config']['index'])}"] = ArrayRecord(
         {"x": Array(rel.x_query), "y": Array(rel.y_query)})
+    return _release_reply(msg, context, data, rel)
+
+
+def online_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
+    """One online round: the release of this round's new records (in the round's domain)."""
+    pid = int(context.node_config["partition-id"])
+    try:
+        scenario, data, method, params = _setup(msg, context, bound)
+        cfg = msg.content["config"]
+        rel, queries, info = round_release(scenario, pid, int(context.node_config["num-partitions"]), method,
+                                           params, int(cfg["round"]), int(cfg["batch-size"]))
+    except Exception as err:
+        return _error_reply(msg, pid, err)
+    context.state[f"online-queries-{int(cfg['index'])}"] = ArrayRecord(
+        {**{f"x.{j}": Array(q) for j, q in enumerate(queries.values())}, "y": Array(rel.y_query)})
+    reply = _release_reply(msg, context, data, rel)
+    reply.content["status"]["domain"] = info["domain"]
+    return reply
+
+
+def _release_reply(msg: Message, context: Context, data: Any, rel: Any) -> Message:
+    pid = int(context.node_config["partition-id"])
     return Message(RecordDict({
         "release": ArrayRecord({"x_train": Array(rel.x_train), "y_train": Array(rel.y_train)}),
         "info": MetricRecord({
@@ -105,6 +130,28 @@ def evaluate_message(msg: Message, context: Context, bound: dict[str, Any] | Non
     }), reply_to=msg)
 
 
+def online_evaluate_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
+    """Score the server's classifiers on this client's queries in every test domain."""
+    pid = int(context.node_config["partition-id"])
+    try:
+        scenario = scenario_for_run(bound, context.run_config)
+        set_threads(scenario.federation.client_resources.num_cpus)
+        stored = context.state[f"online-queries-{int(msg.content['config']['index'])}"]
+        labels = stored["y"].numpy()
+        queries = {k: v.numpy() for k, v in stored.items() if k.startswith("x.")}
+        queries = {j: queries[f"x.{j}"] for j in range(len(queries))}
+        states = {name[len("classifier."):]: {k: v.numpy() for k, v in rec.items()}
+                  for name, rec in msg.content.array_records.items() if name.startswith("classifier.")}
+        correct, seconds = score_domains(states, scenario.classifiers, queries, labels)
+    except Exception as err:
+        return _error_reply(msg, pid, err)
+    return Message(RecordDict({
+        "scores": MetricRecord({"partition-id": pid, "n-query": int(len(labels)),
+                                **{f"infer-s.{name}": s for name, s in seconds.items()},
+                                **{f"correct.{name}.{j}": c for name, per in correct.items() for j, c in per.items()}}),
+    }), reply_to=msg)
+
+
 def make_client_app(scenario: dict[str, Any] | None = None) -> ClientApp:
     app = ClientApp()
 
@@ -119,6 +166,14 @@ def make_client_app(scenario: dict[str, Any] | None = None) -> ClientApp:
     @app.query("evaluate")
     def evaluate(msg: Message, context: Context) -> Message:
         return evaluate_message(msg, context, scenario)
+
+    @app.query("online")
+    def online(msg: Message, context: Context) -> Message:
+        return online_message(msg, context, scenario)
+
+    @app.query("online_evaluate")
+    def online_evaluate(msg: Message, context: Context) -> Message:
+        return online_evaluate_message(msg, context, scenario)
 
     return app
 

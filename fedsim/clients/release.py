@@ -64,6 +64,7 @@ class Release:
     y_query: np.ndarray
     metrics: dict[str, float] = field(default_factory=dict)  # privacy + client-side utility
     timings: dict[str, float] = field(default_factory=dict)
+    anonymizer: Any = None  # the fitted anonymizer (stays on the client; online rounds reuse it)
 
 
 @functools.lru_cache(maxsize=4)
@@ -207,6 +208,7 @@ def anonymize(scenario: Scenario, data: ClientData, method: str, params: dict[st
         x_train=np.asarray(x_rel, np.float32), y_train=np.asarray(y_rel, np.int64),
         x_query=np.asarray(q_rel, np.float32), y_query=data.y_query,
         metrics=metrics, timings={"anonymize_s": t_anon, "measure_s": time.perf_counter() - t0},
+        anonymizer=anon,
     )
 
 

@@ -44,3 +44,25 @@ def format_releases(results: dict[str, Any]) -> str:
         priv = " ".join(fmt(r["privacy"].get(c), 12, 3) for c in cols)
         lines.append(f"{r['label']:<{width}} {accs} {priv}")
     return "\n".join(lines)
+
+
+ONLINE_COLUMNS = [("average_accuracy", "ACC"), ("mean_round_accuracy", "round acc"),
+                  ("average_forgetting", "forgetting"), ("backward_transfer", "BWT"),
+                  ("forward_transfer", "FWT"), ("avg_training_time_s", "train s"),
+                  ("avg_inference_time_s", "infer s")]
+
+
+def format_online(results: dict[str, Any]) -> str:
+    """Continual-learning metrics per online configuration and classifier."""
+    entries = results.get("online") or []
+    if not entries:
+        return ""
+    width = max(len(e["label"]) for e in entries)
+    cw = max(len(n) for e in entries for n in e["classifiers"])
+    head = f"{'configuration':<{width}} {'classifier':<{cw}} " + " ".join(f"{h:>10}" for _, h in ONLINE_COLUMNS)
+    lines = [head, "-" * len(head)]
+    for e in entries:
+        for name, res in e["classifiers"].items():
+            vals = " ".join(f"{res['metrics'].get(k, float('nan')):>10.4f}" for k, _ in ONLINE_COLUMNS)
+            lines.append(f"{e['label']:<{width}} {name:<{cw}} {vals}")
+    return "\n".join(lines)

@@ -7,82 +7,25 @@ module-level ``app`` serves ``flwr run .`` and writes its own run folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim import anonymizers
 from fedsim.config import Scenario, scenario_for_run
 from fedsim.report.results import RunFolder, write_json
+from fedsim.report.online_plots import write_online_plots
 from fedsim.report.sweep import write_sweep_outputs
+from fedsim.strategies.messaging import ask, failure_of, parse_replies, silent, wait_for_nodes
 from fedsim.strategies.pooled import ClientRelease, combine_scores, fit_pooled
 from fedsim.strategies.summary import assemble_results, config_label
 
 log = logging.getLogger(__name__)
-
-
-def wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
-    """Node ids once ``wanted`` nodes are connected; a finite wait (deployment nodes join late)."""
-    deadline = time.monotonic() + timeout
-    while len(ids := sorted(grid.get_node_ids())) < wanted:
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"only {len(ids)} of {wanted} clients (federation.num_clients) connected within "
-                f"{timeout:.0f}s; under flwr run pass --federation-config 'num-supernodes={wanted}'"
-            )
-        time.sleep(0.2)
-    return ids
-
-
-def _failure(reply: Message) -> dict[str, Any] | None:
-    node = reply.metadata.src_node_id
-    if reply.has_error():
-        return {"id": None, "node_id": node, "error": f"code {reply.error.code}: {reply.error.reason}"}
-    if "error" in reply.content:
-        err = reply.content["error"]
-        return {"id": int(err["partition-id"]), "node_id": node, "error": str(err["message"])}
-    return None
-
-
-def _silent(node_ids: list[int], replies: list[Message]) -> list[dict[str, Any]]:
-    answered = {r.metadata.src_node_id for r in replies}
-    return [{"id": None, "node_id": n, "error": "no reply before the round timeout"} for n in node_ids if n not in answered]
-
-
-def parse_replies(replies: list[Message], node_ids: list[int]) -> tuple[list[ClientRelease], list[dict[str, Any]]]:
-    """Split release replies into releases and failures; a silent node is a failure too."""
-    releases, failures = [], []
-    for reply in replies:
-        failure = _failure(reply)
-        if failure is not None:
-            failures.append(failure)
-            continue
-        arrays, info = reply.content["release"], dict(reply.content["info"])
-        info["embedding-cache"] = str(reply.content["status"]["embedding-cache"]) if "status" in reply.content else "off"
-        metrics = dict(reply.content["metrics"]) if "metrics" in reply.content else {}
-        releases.append(ClientRelease(
-            partition_id=int(info["partition-id"]), x_train=arrays["x_train"].numpy(),
-            y_train=arrays["y_train"].numpy(), info=info, metrics=metrics,
-        ))
-    failures += _silent(node_ids, replies)
-    releases.sort(key=lambda r: r.partition_id)
-    return releases, failures
-
-
-def _ask(grid: Grid, node_ids: list[int], kind: str, index: int, method: str, params: dict[str, Any],
-         timeout: float, arrays: dict[str, dict[str, np.ndarray]] | None = None) -> list[Message]:
-    content: dict[str, Any] = {"config": ConfigRecord({"index": index, "method": method, "params": json.dumps(params)})}
-    for name, record in (arrays or {}).items():
-        content[name] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in record.items()})
-    messages = [Message(RecordDict(content), message_type=f"query.{kind}", dst_node_id=node,
-                        group_id=f"{kind}-{index}") for node in node_ids]
-    return list(grid.send_and_receive(messages, timeout=timeout))
 
 
 def _shared_state(grid: Grid, node_ids: list[int], index: int, method: str, params: dict[str, Any],
@@ -90,10 +33,10 @@ def _shared_state(grid: Grid, node_ids: list[int], index: int, method: str, para
     """Federated estimate of a shared transform from the clients' sufficient statistics."""
     if not anonymizers.needs_shared_state(method):
         return None, []
-    replies = _ask(grid, node_ids, "stats", index, method, params, timeout)
-    stats, failures = [], _silent(node_ids, replies)
+    replies = ask(grid, node_ids, "stats", index, method, params, timeout)
+    stats, failures = [], silent(node_ids, replies)
     for reply in replies:
-        failure = _failure(reply)
+        failure = failure_of(reply)
         if failure is None:
             stats.append({k: v.numpy() for k, v in reply.content["stats"].items()})
         else:
@@ -107,10 +50,10 @@ def _evaluate(grid: Grid, node_ids: list[int], index: int, method: str, params: 
               fitted: dict[str, Any], timeout: float) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
     """Send the fitted classifiers; each client scores its own queries and returns counts."""
     states = {f"classifier.{name}": clf.get_state() for name, clf in fitted.items()}
-    replies = _ask(grid, node_ids, "evaluate", index, method, params, timeout, states)
-    scores, failures = {}, _silent(node_ids, replies)
+    replies = ask(grid, node_ids, "evaluate", index, method, params, timeout, states)
+    scores, failures = {}, silent(node_ids, replies)
     for reply in replies:
-        failure = _failure(reply)
+        failure = failure_of(reply)
         if failure is not None:
             failures.append(failure)
             continue
@@ -133,12 +76,14 @@ def run_server(grid: Grid, scenario: Scenario, run_dir: Path | None = None) -> d
     fed = scenario.federation
     t_start = time.perf_counter()
     node_ids = wait_for_nodes(grid, fed.num_clients, timeout=min(fed.round_timeout, 300.0))
+    if scenario.online.rounds:
+        return _run_online_server(grid, scenario, node_ids, t_start)
     rounds = []
     for index, (method, params) in enumerate(scenario.anonymizer_grid()):
         label = config_label(method, params)
         t0 = time.perf_counter()
         shared, failures = _shared_state(grid, node_ids, index, method, params, fed.round_timeout)
-        replies = _ask(grid, node_ids, "release", index, method, params, fed.round_timeout,
+        replies = ask(grid, node_ids, "release", index, method, params, fed.round_timeout,
                        {"shared": shared} if shared is not None else None)
         releases, release_failures = parse_replies(replies, node_ids)
         failures += release_failures
@@ -173,9 +118,28 @@ def run_server(grid: Grid, scenario: Scenario, run_dir: Path | None = None) -> d
     return results
 
 
+def _run_online_server(grid: Grid, scenario: Scenario, node_ids: list[int], t_start: float) -> dict[str, Any]:
+    """Online continual learning: every anonymizer configuration x batch size, round by round."""
+    from fedsim.online.server import run_online
+
+    rounds = []
+    sizes = scenario.online.batch_sizes()
+    for method, params in scenario.anonymizer_grid():
+        for batch_size in sizes:
+            index = len(rounds)
+            label = config_label(method, params) + (f" [batch {batch_size}]" if len(sizes) > 1 else "")
+            rounds.append(run_online(grid, scenario, node_ids, index, method, params, batch_size, label))
+            log.info("%s: average accuracy %s", label, {k: round(v, 4) for k, v in rounds[-1]["accuracy"].items()})
+    results = assemble_results(scenario, rounds)
+    results["online"] = [r["online"] for r in rounds]
+    results["timings"]["server_total_s"] = time.perf_counter() - t_start
+    return results
+
+
 def _finish(run_dir: Path, results: dict[str, Any]) -> None:
     write_json(run_dir / "results.json", results)
     write_sweep_outputs(run_dir, results)
+    write_online_plots(run_dir, results)
 
 
 def make_server_app(scenario: dict[str, Any] | None = None, run_dir: str | Path | None = None) -> ServerApp:

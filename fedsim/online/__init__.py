@@ -1,0 +1,1 @@
+"""Online (domain-incremental) continual learning: benchmark domains, metrics."""

@@ -1,0 +1,138 @@
+"""The client's side of an online round: draw the round's new records, extract them (in
+the round's image domain), anonymize them, and keep its query sets for scoring.
+
+Every function is a pure function of (scenario, partition, round), so a client process
+that starts fresh for each message (deployment engine) computes what a long-lived one
+(simulation) does.  Embeddings of corrupted images go through the on-disk embedding cache
+with the domain in the key, and are memoised per process.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from fedsim import classifiers
+from fedsim.clients.release import (ClientData, Release, _dataset, anonymize, client_data, extractor_for,
+                                    scenario_indices)
+from fedsim.config import Scenario
+from fedsim.device import best_device
+from fedsim.extractors.cache import EmbeddingCache, cached_extract
+from fedsim.online.corruptions import CorruptTransform, Domain, default_schedule, parse_domain
+from fedsim.online.stream import BatchStream
+from fedsim.seeding import derive_seed
+
+REPLAY_SUFFIX = "+replay"
+
+
+def schedule(scenario: Scenario) -> list[Domain]:
+    """The image domain of each round (all clean in the iid setting)."""
+    on = scenario.online
+    if on.setting == "iid":
+        return [parse_domain("clean")] * on.rounds
+    if on.domains:
+        return [parse_domain(d) for d in on.domains]
+    return default_schedule(on.rounds, derive_seed(scenario.seed, "domain-schedule"))
+
+
+def test_domains(scenario: Scenario) -> list[Domain]:
+    """The distinct test domains, in first-appearance order (one in the iid setting)."""
+    seen: dict[str, Domain] = {}
+    for d in schedule(scenario):
+        seen.setdefault(d.label, d)
+    return list(seen.values())
+
+
+def stream_for(scenario: Scenario, data: ClientData, batch_size: int) -> BatchStream:
+    return BatchStream(data.y_train, batch_size, scenario.seed, scenario.online.sampling, client=data.partition_id)
+
+
+_DOMAIN_EMB: dict[tuple, np.ndarray] = {}
+
+
+def _domain_embeddings(scenario: Scenario, pid: int, num_partitions: int, split: str, domain: Domain) -> np.ndarray:
+    """Embeddings of this client's whole train partition or query set seen through ``domain``."""
+    key = (json.dumps([scenario.seed, scenario.data.__dict__, scenario.partition.__dict__,
+                       scenario.extractor.__dict__], sort_keys=True, default=str), num_partitions, pid, split,
+           domain.label)
+    if key in _DOMAIN_EMB:
+        return _DOMAIN_EMB[key]
+    d, ex = scenario.data, scenario.extractor
+    parts, queries = scenario_indices(scenario, num_partitions)
+    indices = (parts if split == "train" else queries)[pid]
+    base = _dataset(d.dataset, d.root, split, d.download)
+    extractor = extractor_for(scenario, len(base.classes))
+    ds = copy.copy(base)  # the shared dataset keeps its own transform
+    ds.transform = CorruptTransform(domain, derive_seed(scenario.seed, "corruption"), extractor.transform())
+    emb, _ = cached_extract(
+        extractor, ds, dataset_name=d.dataset, root=d.root, split=f"{split}@{domain.label}", indices=indices,
+        cache=EmbeddingCache(ex.cache_dir or None) if ex.cache else None, batch_size=ex.batch_size,
+        num_workers=ex.num_workers, device=best_device(ex.device), amp=ex.amp, progress=False,
+        desc=f"client {pid} {split} {domain.label}")
+    _DOMAIN_EMB[key] = emb
+    return emb
+
+
+def _in_domain(scenario: Scenario, data: ClientData, num_partitions: int, split: str, domain: Domain) -> np.ndarray:
+    if domain.name == "clean":
+        return data.x_train if split == "train" else data.x_query
+    return _domain_embeddings(scenario, data.partition_id, num_partitions, split, domain)
+
+
+def round_release(scenario: Scenario, pid: int, num_partitions: int, method: str, params: dict[str, Any],
+                  round_index: int, batch_size: int) -> tuple[Release, dict[str, np.ndarray], dict[str, float]]:
+    """(release of this round's new records, transformed queries of every test domain, info)."""
+    t0 = time.perf_counter()
+    data = client_data(scenario, pid, num_partitions, progress=False)
+    idx = stream_for(scenario, data, batch_size).batch(round_index)
+    domain = schedule(scenario)[round_index]
+    x_batch = _in_domain(scenario, data, num_partitions, "train", domain)[idx]
+    domains = test_domains(scenario)
+    queries = {d.label: _in_domain(scenario, data, num_partitions, "test", d) for d in domains}
+    t_extract = time.perf_counter() - t0
+    batch = ClientData(partition_id=pid, x_train=x_batch, y_train=data.y_train[idx],
+                       x_query=queries[domain.label], y_query=data.y_query,
+                       label_histogram=data.label_histogram, timings={"extract_s": t_extract},
+                       embedding_cache=data.embedding_cache)
+    rel = anonymize(scenario, batch, method, params)
+    transformed = {label: rel.anonymizer.transform_queries(q) for label, q in queries.items()}
+    info = {"domain": domain.label, "extract_s": t_extract, "n_batch": float(len(idx))}
+    return rel, transformed, info
+
+
+def score_domains(states: dict[str, dict[str, np.ndarray]], classifier_params: dict[str, dict[str, Any]],
+                  queries: dict[Any, np.ndarray], labels: np.ndarray
+                  ) -> tuple[dict[str, dict[Any, int]], dict[str, float]]:
+    """Correct predictions of every classifier on every domain's queries, and the seconds
+    each classifier took to predict them all."""
+    correct: dict[str, dict[Any, int]] = {}
+    seconds: dict[str, float] = {}
+    for name, state in states.items():
+        base = name.removesuffix(REPLAY_SUFFIX)
+        clf = classifiers.create(base, **classifier_params[base]).set_state(state)
+        t0 = time.perf_counter()
+        correct[name] = {label: int((clf.predict(q) == labels).sum()) if len(labels) else 0
+                         for label, q in queries.items()}
+        seconds[name] = time.perf_counter() - t0
+    return correct, seconds
+
+
+def check_rounds(scenario: Scenario) -> None:
+    """Every client can serve every round at every batch size (before any work starts)."""
+    from fedsim.online.stream import OutOfData
+
+    d = scenario.data
+    parts, _ = scenario_indices(scenario, scenario.federation.num_clients)
+    labels = _dataset(d.dataset, d.root, "train", d.download).targets
+    for batch_size in scenario.online.batch_sizes():
+        for pid, part in enumerate(parts):
+            stream = BatchStream(labels[part], batch_size, scenario.seed, scenario.online.sampling, client=pid)
+            if stream.rounds_available() < scenario.online.rounds:
+                try:
+                    stream.batch(scenario.online.rounds - 1)
+                except OutOfData as err:
+                    raise ValueError(f"online.batch_size = {batch_size}: {err}") from None
