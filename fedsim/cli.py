@@ -79,6 +79,31 @@ def _cmd_evaluate_extractor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fedsim.report.document import build_report
+
+    try:
+        md, page = build_report(args.run_dir)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    print(f"report: {page}\nmarkdown: {md}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import time
+
+    from fedsim.report.compare import compare
+
+    out = args.out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        written = compare(args.run_dirs, out)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    print(f"compared {len(args.run_dirs)} runs: {out / 'compare.md'} ({len(written) - 2} plots)")
+    return 0
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: set[str]) -> None:
     """One --flag per dataclass field (default None: the recipe's value applies)."""
     import dataclasses
@@ -110,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override any scenario key, e.g. --set federation.num_clients=8 partition.method=dirichlet")
     run.add_argument("--output-dir", type=Path, default=None, help="where run folders go (default: the scenario's output_dir)")
     run.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="(re)build report.md and report.html of a run folder")
+    rep.add_argument("run_dir", type=Path, help="a run folder, e.g. runs/20260101-120000-quickstart")
+    rep.set_defaults(func=_cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="one table and plots across several runs")
+    cmp_.add_argument("run_dirs", type=Path, nargs="+", help="run folders to compare")
+    cmp_.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare-<time>)")
+    cmp_.set_defaults(func=_cmd_compare)
 
     from fedsim.extractors.train import RECIPES, TrainConfig
 

@@ -13,6 +13,7 @@ from fedsim import extractors
 from fedsim.config import Scenario, ScenarioError
 from fedsim.data import load_dataset
 from fedsim.report.results import RunFolder
+from fedsim.report.document import build_report
 from fedsim.report.run_plots import draw_run_plots
 
 log = logging.getLogger(__name__)
@@ -98,5 +99,6 @@ def run_scenario(scenario: Scenario, output_dir: str | Path | None = None) -> Pa
             raise RuntimeError("the simulation ended without results (see log.txt)")
         results = json.loads(results_path.read_text())
         log.info("simulation finished in %.1fs; global accuracy %s", time.perf_counter() - t0, results["accuracy"])
-        draw_run_plots(scenario, folder.path)
+        if draw_run_plots(scenario, folder.path):
+            build_report(folder.path)  # again, now with the embedding figures
     return folder.final_path

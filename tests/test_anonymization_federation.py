@@ -11,7 +11,7 @@ import numpy as np
 
 from fedsim.clients.release import client_data
 from fedsim.config import load_scenario
-from fedsim.strategies.summary import PRIVACY_KEYS
+from fedsim.report.summary import PRIVACY_KEYS
 
 SCENARIO = """
 name = "allmethods"

@@ -110,3 +110,24 @@ def test_batch_size_list_is_a_sweep(tmp_path):
     s = load_scenario(_write(tmp_path, "[online]\nrounds = 2\nbatch_size = [10, 20]\n"))
     assert s.online.batch_sizes() == [10, 20]
     assert load_scenario(None, ["online.rounds=2", "online.batch_size=7"]).online.batch_sizes() == [7]
+
+
+def _entry(batch_size, acc):
+    R = np.full((3, 3), acc)
+    res = {"R": R.tolist(), "accuracy_per_round": [acc] * 3, "metrics": {"average_accuracy": acc}}
+    return {"label": f"none [batch {batch_size}]", "batch_size": batch_size, "rounds": 3, "setting": "iid",
+            "domains": ["clean"] * 3, "classifiers": {"knn": res, "knn+replay": res}}
+
+
+def test_accuracy_vs_batch_size_plot_and_online_table(tmp_path):
+    from fedsim.report.online_plots import plot_accuracy_vs_batch_size, write_online_plots
+    from fedsim.report.summary import format_online
+
+    entries = [_entry(b, a) for b, a in ((10, 0.5), (20, 0.6), (40, 0.7))]
+    assert plot_accuracy_vs_batch_size(entries[:1], tmp_path / "one.png") is None  # nothing to sweep
+    written = write_online_plots(tmp_path, {"online": entries})
+    names = sorted(p.name for p in written)
+    assert "online_accuracy_vs_batch_size.png" in names
+    assert len(names) == 7 and all(p.stat().st_size > 5000 for p in written)
+    table = format_online({"online": entries})
+    assert "knn+replay" in table and "0.7000" in table

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+#: client-mean privacy metrics of a release, as named in results.json
+PRIVACY_KEYS = ("overlap", "near_overlap", "reconstruction_error", "projection_robustness",
+                "reidentification_rate", "reidentification_baseline", "mia_auc", "inversion_mse",
+                "inversion_cosine", "epsilon", "delta")
+
 
 def format_summary(results: dict[str, Any]) -> str:
     names = list(results["accuracy"])

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedsim import anonymizers
 from fedsim.config import Scenario, scenario_for_run
 from fedsim.report.results import RunFolder, write_json
+from fedsim.report.document import build_report
 from fedsim.report.online_plots import write_online_plots
 from fedsim.report.sweep import write_sweep_outputs
 from fedsim.strategies.messaging import ask, failure_of, parse_replies, silent, wait_for_nodes
@@ -140,6 +141,7 @@ def _finish(run_dir: Path, results: dict[str, Any]) -> None:
     write_json(run_dir / "results.json", results)
     write_sweep_outputs(run_dir, results)
     write_online_plots(run_dir, results)
+    build_report(run_dir)
 
 
 def make_server_app(scenario: dict[str, Any] | None = None, run_dir: str | Path | None = None) -> ServerApp:

@@ -13,10 +13,8 @@ import numpy as np
 
 from fedsim import __version__
 from fedsim.config import Scenario
+from fedsim.report.environment import environment
 
-PRIVACY_KEYS = ("overlap", "near_overlap", "reconstruction_error", "projection_robustness",
-                "reidentification_rate", "reidentification_baseline", "mia_auc", "inversion_mse",
-                "inversion_cosine", "epsilon", "delta")
 
 
 def config_label(method: str, params: dict[str, Any]) -> str:
@@ -100,4 +98,5 @@ def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]]) -> dict[s
         "accuracy": first["accuracy"],
         "releases": releases,
         "timings": {"collect_s": sum(r["timings"]["collect_s"] for r in rounds)},
+        "environment": environment(),
     }
