@@ -22,3 +22,35 @@ def test_sweep_grid_sizes():
     assert grid[0] == ("none", {}) and len(grid) == 1 + 3 * 2 * 2
     noise = load_scenario(REPO / "scenarios" / "sweep_noise.toml").anonymizer_grid()
     assert len(noise) == 1 + 5 + 6 + 3
+
+
+def tiny_overrides(path) -> list[str]:
+    """Shrink a scenario to seconds: 2 clients, 2 short online rounds, fewer attack samples."""
+    sc = load_scenario(path)
+    sets = ["federation.num_clients=2", "privacy.max_samples=100"]
+    if sc.online.rounds:
+        sizes = sc.online.batch_sizes()
+        sets += ["online.rounds=2", f"online.batch_size={[10, 20] if len(sizes) > 1 else 20}"]
+        if sc.online.domains:
+            sets.append(f"online.domains={sc.online.domains[:2]!r}".replace("'", '"'))
+    if "fc" in sc.classifiers:
+        sets.append("classifiers.fc.epochs=2")
+    return sets
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_scenario_file_runs(path, tmp_path):
+    import json
+
+    from fedsim.simulation import run_scenario
+
+    scenario = load_scenario(path, tiny_overrides(path))
+    run_dir = run_scenario(scenario, tmp_path / "runs")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["num_failed"] == 0
+    assert len(results["releases"]) == len(scenario.anonymizer_grid()) * (
+        len(scenario.online.batch_sizes()) if scenario.online.rounds else 1)
+    assert (run_dir / "report.html").stat().st_size > 10_000
+    if scenario.online.rounds:
+        assert results["online"] and len(list(run_dir.glob("online_R-*.png"))) == len(results["online"])
