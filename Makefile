@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedsim-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow bench venv clean-runs
+.PHONY: demo test test-slow test-scenarios bench venv clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,13 @@ demo: $(STAMP)
 	$(BIN)/fedsim run scenarios/quickstart.toml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not scenarios" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-scenarios: $(STAMP)
+	$(BIN)/python -m pytest -m scenarios $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_extraction.py

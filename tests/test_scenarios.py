@@ -38,7 +38,7 @@ def tiny_overrides(path) -> list[str]:
     return sets
 
 
-@pytest.mark.slow
+@pytest.mark.scenarios
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_scenario_file_runs(path, tmp_path):
     import json
