@@ -15,6 +15,7 @@ structured error reply: the server reports the client as failed instead of crash
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import traceback
@@ -152,30 +153,19 @@ def online_evaluate_message(msg: Message, context: Context, bound: dict[str, Any
     }), reply_to=msg)
 
 
+HANDLERS = {"stats": stats_message, "release": release_message, "evaluate": evaluate_message,
+            "online": online_message, "online_evaluate": online_evaluate_message}
+
+
 def make_client_app(scenario: dict[str, Any] | None = None) -> ClientApp:
     app = ClientApp()
-
-    @app.query("stats")
-    def stats(msg: Message, context: Context) -> Message:
-        return stats_message(msg, context, scenario)
-
-    @app.query("release")
-    def release(msg: Message, context: Context) -> Message:
-        return release_message(msg, context, scenario)
-
-    @app.query("evaluate")
-    def evaluate(msg: Message, context: Context) -> Message:
-        return evaluate_message(msg, context, scenario)
-
-    @app.query("online")
-    def online(msg: Message, context: Context) -> Message:
-        return online_message(msg, context, scenario)
-
-    @app.query("online_evaluate")
-    def online_evaluate(msg: Message, context: Context) -> Message:
-        return online_evaluate_message(msg, context, scenario)
-
+    for action, handler in HANDLERS.items():
+        app.query(action)(functools.partial(_bound, handler, scenario))
     return app
+
+
+def _bound(handler, scenario: dict[str, Any] | None, msg: Message, context: Context) -> Message:
+    return handler(msg, context, scenario)
 
 
 app = make_client_app()

@@ -28,7 +28,7 @@ from fedsim.online.client import REPLAY_SUFFIX, schedule, test_domains
 from fedsim.online.metrics import continual_metrics, study_metrics, timing_summary
 from fedsim.online.replay import ReplayGenerator, ReplayMemory
 from fedsim.seeding import derive_seed
-from fedsim.strategies.messaging import ask, failure_of, parse_replies, silent
+from fedsim.strategies.messaging import ask, collect_records, parse_replies
 from fedsim.strategies.pooled import ClientRelease
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,11 @@ def _evaluate(grid: Grid, node_ids: list[int], index: int, method: str, params: 
     states = {f"classifier.{name}": clf.get_state() for name, clf in learners.items()}
     replies = ask(grid, node_ids, "online_evaluate", index, method, params, timeout, states,
                   extra={"round": round_index})
-    scores, failures = {}, silent(node_ids, replies)
-    for reply in replies:
-        failure = failure_of(reply)
-        if failure is not None:
-            failures.append(failure)
-            continue
-        rec = reply.content["scores"]
-        scores[int(rec["partition-id"])] = {
-            "n": int(rec["n-query"]), "infer_s": {name: float(rec[f"infer-s.{name}"]) for name in learners},
-            "correct": {name: [int(rec[f"correct.{name}.{j}"]) for j in range(n_domains)] for name in learners}}
+    records, failures = collect_records(replies, node_ids, "scores")
+    scores = {int(rec["partition-id"]): {
+        "n": int(rec["n-query"]), "infer_s": {name: float(rec[f"infer-s.{name}"]) for name in learners},
+        "correct": {name: [int(rec[f"correct.{name}.{j}"]) for j in range(n_domains)] for name in learners}}
+        for rec in records}
     return scores, failures
 
 

@@ -75,3 +75,16 @@ def ask(grid: Grid, node_ids: list[int], kind: str, index: int, method: str, par
     messages = [Message(RecordDict(content), message_type=f"query.{kind}", dst_node_id=node,
                         group_id=f"{kind}-{index}-{config.get('round', 0)}") for node in node_ids]
     return list(grid.send_and_receive(messages, timeout=timeout))
+
+
+def collect_records(replies: list[Message], node_ids: list[int], record: str
+                    ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The ``record`` of every successful reply, and the failures (errors and silent nodes)."""
+    records, failures = [], silent(node_ids, replies)
+    for reply in replies:
+        failure = failure_of(reply)
+        if failure is None:
+            records.append(reply.content[record])
+        else:
+            failures.append(failure)
+    return records, failures

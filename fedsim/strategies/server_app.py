@@ -22,7 +22,7 @@ from fedsim.report.results import RunFolder, write_json
 from fedsim.report.document import build_report
 from fedsim.report.online_plots import write_online_plots
 from fedsim.report.sweep import write_sweep_outputs
-from fedsim.strategies.messaging import ask, failure_of, parse_replies, silent, wait_for_nodes
+from fedsim.strategies.messaging import ask, collect_records, parse_replies, wait_for_nodes
 from fedsim.strategies.pooled import ClientRelease, combine_scores, fit_pooled
 from fedsim.strategies.summary import assemble_results, config_label
 
@@ -35,13 +35,8 @@ def _shared_state(grid: Grid, node_ids: list[int], index: int, method: str, para
     if not anonymizers.needs_shared_state(method):
         return None, []
     replies = ask(grid, node_ids, "stats", index, method, params, timeout)
-    stats, failures = [], silent(node_ids, replies)
-    for reply in replies:
-        failure = failure_of(reply)
-        if failure is None:
-            stats.append({k: v.numpy() for k, v in reply.content["stats"].items()})
-        else:
-            failures.append(failure)
+    records, failures = collect_records(replies, node_ids, "stats")
+    stats = [{k: v.numpy() for k, v in rec.items()} for rec in records]
     if not stats:
         raise RuntimeError(f"no client could provide statistics for {method}: {failures[0]['error']}")
     return anonymizers.combine_shared_state(method, params, stats), failures
@@ -52,15 +47,9 @@ def _evaluate(grid: Grid, node_ids: list[int], index: int, method: str, params: 
     """Send the fitted classifiers; each client scores its own queries and returns counts."""
     states = {f"classifier.{name}": clf.get_state() for name, clf in fitted.items()}
     replies = ask(grid, node_ids, "evaluate", index, method, params, timeout, states)
-    scores, failures = {}, silent(node_ids, replies)
-    for reply in replies:
-        failure = failure_of(reply)
-        if failure is not None:
-            failures.append(failure)
-            continue
-        rec = reply.content["scores"]
-        scores[int(rec["partition-id"])] = {
-            "n": int(rec["n-query"]), "correct": {n: int(rec[f"correct.{n}"]) for n in fitted}}
+    records, failures = collect_records(replies, node_ids, "scores")
+    scores = {int(rec["partition-id"]): {"n": int(rec["n-query"]), "correct": {n: int(rec[f"correct.{n}"]) for n in fitted}}
+              for rec in records}
     return scores, failures
 
 
