@@ -134,7 +134,6 @@ def run_online(grid: Grid, scenario: Scenario, node_ids: list[int], index: int, 
             acc = per_client_rel.setdefault(rel.partition_id, {"y": [], "metrics": [], "info": rel.info})
             acc["y"].append(rel.y_train)
             acc["metrics"].append(rel.metrics)
-            acc["info"] = rel.info
         if len(y):
             for name, s in _train(learners, X, y, replay, on.replay).items():
                 train_s[name].append(s)

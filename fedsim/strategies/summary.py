@@ -67,7 +67,10 @@ def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]]) -> dict[s
     for r in rounds:
         for f in r["failures"]:
             failed_ids.setdefault(f["id"] if f["id"] is not None else f"node-{f['node_id']}", f)
-    ok_releases = {rel.partition_id: rel for r in rounds for rel in r["releases"]}
+    ok_releases: dict[int, Any] = {}
+    for r in rounds:  # a client's first release: its extraction (cache hit or miss) happened then
+        for rel in r["releases"]:
+            ok_releases.setdefault(rel.partition_id, rel)
     clients = []
     for pid in sorted(ok_releases):
         if pid in failed_ids:
