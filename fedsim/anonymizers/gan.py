@@ -82,6 +82,32 @@ def _one_thread_on_cpu(device: torch.device):
         torch.set_num_threads(before)
 
 
+def train_epoch(G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                Xs: torch.Tensor, Y: torch.Tensor, batch_size: int, latent_dim: int,
+                gen: torch.Generator) -> tuple[float, float]:
+    """One pass of conditional-GAN training over (standardised Xs, label indices Y), full
+    batches only (a 1-row batch is all noise); returns the last (D loss, G loss)."""
+    dev, n = Xs.device, len(Xs)
+    bs = min(batch_size, n)
+    bce = nn.BCEWithLogitsLoss()
+    ones, zeros = torch.ones(bs, 1, device=dev), torch.zeros(bs, 1, device=dev)
+    order = torch.randperm(n, generator=gen, device=dev)
+    for s in range(0, n - bs + 1, bs):
+        b = order[s:s + bs]
+        xb, yb = Xs[b], Y[b]
+        fake = G(torch.randn(bs, latent_dim, generator=gen, device=dev), yb)
+        loss_d = bce(D(xb, yb), ones) + bce(D(fake.detach(), yb), zeros)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        fake = G(torch.randn(bs, latent_dim, generator=gen, device=dev), yb)
+        loss_g = bce(D(fake, yb), ones)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+    return loss_d.item(), loss_g.item()
+
+
 def label_counts(hist: np.ndarray, n: int) -> np.ndarray:
     """Integer counts summing to n, proportional to ``hist`` (largest remainders, ties to
     the lower class)."""
@@ -133,32 +159,11 @@ class GAN(Anonymizer):
         D = _materialise(_Net(d, n_cls, 1, emb), dev, gen_cpu)
         opt_g = torch.optim.Adam(G.parameters(), lr=self.lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(D.parameters(), lr=self.lr, betas=(0.5, 0.999))
-        bce = nn.BCEWithLogitsLoss()
-
         gen = torch.Generator(device=dev).manual_seed(self._seed_for("train"))
         Xs = _ops.tensor((X - self.mean_) / self.std_, dev)
         Y = torch.from_numpy(y_idx.astype(np.int64)).to(dev)
-        n, bs = len(X), min(self.batch_size, len(X))
-        ones = torch.ones(bs, 1, device=dev)
-        zeros = torch.zeros(bs, 1, device=dev)
-        losses = []
-        for _ in range(self.n_epochs):
-            order = torch.randperm(n, generator=gen, device=dev)
-            for s in range(0, n - bs + 1, bs):  # full batches only: a 1-row batch is all noise
-                b = order[s:s + bs]
-                xb, yb = Xs[b], Y[b]
-                fake = G(torch.randn(bs, self.latent_dim, generator=gen, device=dev), yb)
-                loss_d = bce(D(xb, yb), ones) + bce(D(fake.detach(), yb), zeros)
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                fake = G(torch.randn(bs, self.latent_dim, generator=gen, device=dev), yb)
-                loss_g = bce(D(fake, yb), ones)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-            losses.append((loss_d.item(), loss_g.item()))
-        self.losses_ = np.asarray(losses)
+        self.losses_ = np.asarray([train_epoch(G, D, opt_g, opt_d, Xs, Y, self.batch_size, self.latent_dim, gen)
+                                   for _ in range(self.n_epochs)])
         self.generator_ = G.eval()
 
     def _labels(self, n: int, rng: np.random.Generator) -> np.ndarray:

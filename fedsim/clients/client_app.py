@@ -21,6 +21,7 @@ import logging
 import traceback
 from typing import Any
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -112,6 +113,12 @@ def _release_reply(msg: Message, context: Context, data: Any, rel: Any) -> Messa
     }), reply_to=msg)
 
 
+def _classifier_states(msg: Message) -> dict[str, dict[str, np.ndarray]]:
+    """The fitted classifiers the server shipped, by name."""
+    return {name[len("classifier."):]: {k: v.numpy() for k, v in rec.items()}
+            for name, rec in msg.content.array_records.items() if name.startswith("classifier.")}
+
+
 def evaluate_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
     pid = int(context.node_config["partition-id"])
     try:
@@ -120,8 +127,7 @@ def evaluate_message(msg: Message, context: Context, bound: dict[str, Any] | Non
         index = int(msg.content["config"]["index"])
         stored = context.state[f"queries-{index}"]
         queries, labels = stored["x"].numpy(), stored["y"].numpy()
-        states = {name[len("classifier."):]: {k: v.numpy() for k, v in rec.items()}
-                  for name, rec in msg.content.array_records.items() if name.startswith("classifier.")}
+        states = _classifier_states(msg)
         correct = score_locally(states, scenario.classifiers, queries, labels)
     except Exception as err:
         return _error_reply(msg, pid, err)
@@ -141,8 +147,7 @@ def online_evaluate_message(msg: Message, context: Context, bound: dict[str, Any
         labels = stored["y"].numpy()
         queries = {k: v.numpy() for k, v in stored.items() if k.startswith("x.")}
         queries = {j: queries[f"x.{j}"] for j in range(len(queries))}
-        states = {name[len("classifier."):]: {k: v.numpy() for k, v in rec.items()}
-                  for name, rec in msg.content.array_records.items() if name.startswith("classifier.")}
+        states = _classifier_states(msg)
         correct, seconds = score_domains(states, scenario.classifiers, queries, labels)
     except Exception as err:
         return _error_reply(msg, pid, err)

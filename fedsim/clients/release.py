@@ -115,10 +115,15 @@ def extractor_for(scenario: Scenario, num_classes: int) -> extractors.Extractor:
 _DATA: dict[tuple, dict[int, ClientData]] = {}
 
 
+def embedding_scope(scenario: Scenario, num_partitions: int) -> tuple:
+    """What a client's embeddings depend on: the key of the per-process memos."""
+    return (json.dumps([scenario.seed, scenario.data.__dict__, scenario.partition.__dict__,
+                        scenario.extractor.__dict__], sort_keys=True, default=str), num_partitions)
+
+
 def client_data(scenario: Scenario, partition_id: int, num_partitions: int, progress: bool = True) -> ClientData:
     """This client's partition and embeddings (extracted once per process, or from the cache)."""
-    key = (json.dumps([scenario.seed, scenario.data.__dict__, scenario.partition.__dict__,
-                       scenario.extractor.__dict__], sort_keys=True, default=str), num_partitions)
+    key = embedding_scope(scenario, num_partitions)
     if partition_id in _DATA.get(key, {}):
         return _DATA[key][partition_id]
     d, ex = scenario.data, scenario.extractor

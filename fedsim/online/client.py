@@ -10,15 +10,14 @@ with the domain in the key, and are memoised per process.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from typing import Any
 
 import numpy as np
 
 from fedsim import classifiers
-from fedsim.clients.release import (ClientData, Release, _dataset, anonymize, client_data, extractor_for,
-                                    scenario_indices)
+from fedsim.clients.release import (ClientData, Release, _dataset, anonymize, client_data, embedding_scope,
+                                    extractor_for, scenario_indices)
 from fedsim.config import Scenario
 from fedsim.device import best_device
 from fedsim.extractors.cache import EmbeddingCache, cached_extract
@@ -56,9 +55,7 @@ _DOMAIN_EMB: dict[tuple, np.ndarray] = {}
 
 def _domain_embeddings(scenario: Scenario, pid: int, num_partitions: int, split: str, domain: Domain) -> np.ndarray:
     """Embeddings of this client's whole train partition or query set seen through ``domain``."""
-    key = (json.dumps([scenario.seed, scenario.data.__dict__, scenario.partition.__dict__,
-                       scenario.extractor.__dict__], sort_keys=True, default=str), num_partitions, pid, split,
-           domain.label)
+    key = (*embedding_scope(scenario, num_partitions), pid, split, domain.label)
     if key in _DOMAIN_EMB:
         return _DOMAIN_EMB[key]
     d, ex = scenario.data, scenario.extractor

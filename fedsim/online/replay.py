@@ -21,9 +21,8 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
-from fedsim.anonymizers.gan import _Net, _materialise, _one_thread_on_cpu, label_counts
+from fedsim.anonymizers.gan import _Net, _materialise, _one_thread_on_cpu, label_counts, train_epoch
 from fedsim.device import best_device
 
 
@@ -66,26 +65,10 @@ class ReplayGenerator:
         dev = self.device
         Xs = torch.from_numpy((np.asarray(X, np.float32) - mean) / std).to(dev)
         Y = torch.from_numpy(np.asarray(y, np.int64)).to(dev)
-        bs = min(self.batch_size, len(Xs))
-        bce = nn.BCEWithLogitsLoss()
-        ones, zeros = torch.ones(bs, 1, device=dev), torch.zeros(bs, 1, device=dev)
         with _one_thread_on_cpu(dev):
             for _ in range(self.n_epochs):
-                order = torch.randperm(len(Xs), generator=self.gen, device=dev)
-                for s in range(0, len(Xs) - bs + 1, bs):
-                    b = order[s:s + bs]
-                    xb, yb = Xs[b], Y[b]
-                    fake = self.G(torch.randn(bs, self.latent_dim, generator=self.gen, device=dev), yb)
-                    loss_d = bce(self.D(xb, yb), ones) + bce(self.D(fake.detach(), yb), zeros)
-                    self.opt_d.zero_grad(set_to_none=True)
-                    loss_d.backward()
-                    self.opt_d.step()
-                    fake = self.G(torch.randn(bs, self.latent_dim, generator=self.gen, device=dev), yb)
-                    loss_g = bce(self.D(fake, yb), ones)
-                    self.opt_g.zero_grad(set_to_none=True)
-                    loss_g.backward()
-                    self.opt_g.step()
-                self.losses_.append((loss_d.item(), loss_g.item()))
+                self.losses_.append(train_epoch(self.G, self.D, self.opt_g, self.opt_d, Xs, Y, self.batch_size,
+                                                self.latent_dim, self.gen))
         return time.perf_counter() - t0
 
     @torch.no_grad()

@@ -89,11 +89,6 @@ def _train(learners: dict[str, Any], X: np.ndarray, y: np.ndarray, replay: dict[
     return seconds
 
 
-def _expand(R_domains: np.ndarray, columns: list[int]) -> np.ndarray:
-    """Round x distinct-domain matrix -> the T x T matrix R[i, j] (round j's domain)."""
-    return R_domains[:, columns]
-
-
 def run_online(grid: Grid, scenario: Scenario, node_ids: list[int], index: int, method: str,
                params: dict[str, Any], batch_size: int, label: str) -> dict[str, Any]:
     """All rounds of one (anonymizer configuration, batch size); a server round entry."""
@@ -167,7 +162,7 @@ def _entry(scenario, index, label, method, params, batch_size, learners, counts,
     per_classifier, per_client_R = {}, {}
     for name in learners:
         pooled = sum(counts[p][name] for p in counts) / total if total else np.full((T, len(domains)), np.nan)
-        R = _expand(pooled, columns)
+        R = pooled[:, columns]  # round x distinct domain -> R[i, j] on round j's domain
         per_classifier[name] = {
             "R": R.tolist(),
             "accuracy_per_round": np.diag(R).tolist(),
@@ -176,7 +171,7 @@ def _entry(scenario, index, label, method, params, batch_size, learners, counts,
             "train_s": train_s[name],
         }
     for pid in counts:
-        per_client_R[pid] = {n: _expand(counts[pid][n] / n_query[pid], columns) if n_query[pid] else None
+        per_client_R[pid] = {n: (counts[pid][n] / n_query[pid])[:, columns] if n_query[pid] else None
                              for n in learners}
     replay_effect = {}
     if scenario.online.replay.enabled:
