@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -20,8 +21,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.report import format_online, format_releases, format_summary
     from fedsim.simulation import run_scenario
 
-    scenario = load_scenario(args.scenario, args.set)
-    run_dir = run_scenario(scenario, args.output_dir)
+    overrides = list(args.set) + (["audit.messages=true"] if args.audit else [])
+    scenario = load_scenario(args.scenario, overrides)
+    key = None
+    if args.federation_key_file is not None:
+        from fedsim.clients.keys import read_key_file
+
+        try:
+            key = read_key_file(args.federation_key_file)
+        except ValueError as err:
+            raise UsageError(f"--federation-key-file: {err}") from None
+    from fedsim.strategies.federation import FederationError
+
+    try:
+        run_dir = run_scenario(scenario, args.output_dir, key=key)
+    except FederationError as err:
+        print(f"fedsim: run stopped: {err} (completed configurations are in the -failed run folder)",
+              file=sys.stderr)
+        return 1
     results = json.loads((run_dir / "results.json").read_text())
     print(format_summary(results))
     if results.get("online"):
@@ -134,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                      help="override any scenario key, e.g. --set federation.num_clients=8 partition.method=dirichlet")
     run.add_argument("--output-dir", type=Path, default=None, help="where run folders go (default: the scenario's output_dir)")
+    run.add_argument("--audit", action="store_true",
+                     help="record every message that crosses the wire in audit.jsonl (same as [audit] messages = true)")
+    run.add_argument("--federation-key-file", type=Path, default=None, metavar="FILE",
+                     help="the clients' federation key (one integer) for keyed anonymizers; default: a fresh random "
+                          "key per run. Handed to the clients only, never to the server")
     run.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="(re)build report.md and report.html of a run folder")
@@ -179,16 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Bad input ends in one ``fedsim: error: ...`` line (exit status 2); Ctrl-C or SIGTERM in
+    one ``fedsim: interrupted ...`` line (128 + the signal number), after the run's cleanup."""
     args = build_parser().parse_args(argv)
     setup_console(args.verbose)
     from fedsim.config import ScenarioError
     from fedsim.data import DatasetError
+    from fedsim.interrupts import signals_as_interrupts
 
-    try:
-        return args.func(args)
-    except (ScenarioError, DatasetError, UsageError) as err:
-        print(f"fedsim: error: {err}", file=sys.stderr)
-        return 2
+    with signals_as_interrupts():
+        try:
+            return args.func(args)
+        except (ScenarioError, DatasetError, UsageError) as err:
+            print(f"fedsim: error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as err:
+            signum = getattr(err, "signum", signal.SIGINT)
+            print(f"fedsim: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+            return 128 + int(signum)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import itertools
 import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -47,6 +48,31 @@ def _check(fn, help: str = ""):
     return {"check": fn, "help": help}
 
 
+def _run_name(v: str) -> str | None:
+    """A scenario name becomes a folder name: no path separators, no '..', nothing hidden."""
+    ok = 0 < len(v) <= 100 and all(c.isalnum() or c in "._+-" for c in v) and v[0] not in ".-"
+    return None if ok else ("must be 1-100 letters, digits, '.', '_', '+' or '-', not starting with '.' or '-' "
+                            "(it names the run folder)")
+
+
+_RAY_ADDRESS = re.compile(r"(?:ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})")
+
+
+def parse_ray_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Ray cluster address; None for "local" and "auto".
+
+    Allowed: "local" (a private Ray instance), "auto" (the cluster this machine's
+    ``ray start`` or RAY_ADDRESS names), "host:port" (a cluster's GCS) and "ray://host:port"
+    (Ray Client).  Anything else is a ValueError saying so.
+    """
+    if address in ("local", "auto"):
+        return None
+    match = _RAY_ADDRESS.fullmatch(address)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError('must be "local", "auto", "host:port" or "ray://host:port" (port 1-65535)')
+    return match["host"].strip("[]"), int(match["port"])
+
+
 @dataclass
 class DataConfig:
     dataset: str = "cifar10-mini"
@@ -71,12 +97,47 @@ class ClientResources:
 
 
 @dataclass
+class FaultConfig:
+    """A test-only fault one client injects into its own replies (``[[federation.faults]]``)."""
+
+    client: int = field(default=0, metadata=_check(_at_least(0)))
+    phase: str = field(default="release", metadata=_check(_one_of(
+        "stats", "release", "evaluate", "online", "online_evaluate")))
+    kind: str = field(default="raise", metadata=_check(_one_of("raise", "malformed", "timeout")))
+    # malformed: what is wrong with the reply
+    how: str = field(default="nan", metadata=_check(_one_of(
+        "nan", "dim", "missing", "labels", "negative_labels", "rows", "label_length", "partition")))
+    index: int = field(default=-1, metadata=_check(_at_least(-1)))  # configuration; -1 = every
+    round: int = field(default=-1, metadata=_check(_at_least(-1)))  # online round; -1 = every
+
+
+@dataclass
 class FederationConfig:
     num_clients: int = field(default=4, metadata=_check(_at_least(1)))
     engine: str = field(default="simulation", metadata=_check(_one_of("simulation")))
+    # the server flow, a registered fedsim.strategies name (checked by the driver before any
+    # work); auto = "online" when online.rounds > 0, else "release"
+    strategy: str = "auto"
     round_timeout: float = field(default=900.0, metadata=_check(_positive))
     ray_address: str = "local"
+    # the run goes on while at least this many clients succeed; 0 = more than half
+    min_clients: int = field(default=0, metadata=_check(_at_least(0)))
+    # server: clients send transformed queries and the server scores them; client: the server
+    # ships compact models (ncm, fc) and clients score their own queries
+    evaluation: str = field(default="server", metadata=_check(_one_of("server", "client")))
+    # client evaluation of knn / knn_ncm ships the pooled releases of ALL clients to each client
+    share_pool_with_clients: bool = False
+    # the most rows one release may have (the server rejects larger replies)
+    max_release_rows: int = field(default=1_000_000, metadata=_check(_at_least(1)))
     client_resources: ClientResources = field(default_factory=ClientResources)
+    faults: list = field(default_factory=list)  # [[federation.faults]] tables (FaultConfig)
+
+    def quorum(self) -> int:
+        """Clients that must succeed for the run to go on."""
+        return self.min_clients or self.num_clients // 2 + 1
+
+    def fault_list(self) -> list[FaultConfig]:
+        return [_build(FaultConfig, f, "federation.faults") for f in self.faults]
 
 
 @dataclass
@@ -114,8 +175,11 @@ class PrivacyConfig:
 
 @dataclass
 class AuditConfig:
-    """Keep a copy of everything the server received (run folder ``received/``)."""
+    """Record every message that crosses the wire (``audit.jsonl``: round, phase, direction,
+    client, array names, shapes, dtypes, bytes); ``save_received`` also keeps every array
+    the server received (``received/``)."""
 
+    messages: bool = False
     save_received: bool = False
 
 
@@ -161,10 +225,24 @@ class OnlineConfig:
     def batch_sizes(self) -> list[int]:
         return list(self.batch_size) if isinstance(self.batch_size, list) else [self.batch_size]
 
+    def schedule(self, seed: int) -> list:
+        """The image domain of each round (``fedsim.online.corruptions.Domain``), from the
+        scenario seed, so the server and every client derive the same one."""
+        from fedsim.online.corruptions import round_domains
+        from fedsim.seeding import derive_seed
+
+        return round_domains(self.setting, self.rounds, self.domains, derive_seed(seed, "domain-schedule"))
+
+    def test_domains(self, seed: int) -> list:
+        """The distinct test domains, in first-appearance order (one in the iid setting)."""
+        from fedsim.online.corruptions import distinct_domains
+
+        return distinct_domains(self.schedule(seed))
+
 
 @dataclass
 class Scenario:
-    name: str = "scenario"
+    name: str = field(default="scenario", metadata=_check(_run_name))
     seed: int = 0
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
@@ -320,11 +398,29 @@ def validate(scenario: Scenario) -> None:
             shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
             raise ScenarioError(f"anonymizers.{name}{f' ({shown})' if shown else ''}: {err}") from None
     _validate_online(scenario)
+    _validate_federation(scenario)
+    try:
+        parse_ray_address(scenario.federation.ray_address)
+    except ValueError as err:
+        raise ScenarioError(f"federation.ray_address = {scenario.federation.ray_address!r} {err}") from None
     try:
         extractors.validate(scenario.extractor.name,
                             {"weights": scenario.extractor.weights, "download": scenario.extractor.download})
     except ValueError as err:
         raise ScenarioError(f"extractor.weights: {err}") from None
+
+
+def _validate_federation(scenario: Scenario) -> None:
+    fed = scenario.federation
+    if fed.min_clients > fed.num_clients:
+        raise ScenarioError(f"federation.min_clients = {fed.min_clients} is above federation.num_clients = "
+                            f"{fed.num_clients}")
+    for i, fault in enumerate(fed.faults):
+        if not isinstance(fault, dict):
+            raise ScenarioError(f"federation.faults[{i}]: expected a table with client, phase, kind")
+        fc = _build(FaultConfig, fault, f"federation.faults[{i}]")
+        if fc.client >= fed.num_clients:
+            raise ScenarioError(f"federation.faults[{i}].client = {fc.client}: clients are 0..{fed.num_clients - 1}")
 
 
 def _validate_online(scenario: Scenario) -> None:

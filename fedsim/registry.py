@@ -13,6 +13,9 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+#: factory parameters fedsim sets itself, never a user (not listed as allowed)
+INTERNAL = ("seed", "key")
+
 
 class Registry(Generic[T]):
     def __init__(self, family: str) -> None:
@@ -43,17 +46,22 @@ class Registry(Generic[T]):
             return None
         return [n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
+    def check_parameters(self, name: str, params: dict[str, Any]) -> None:
+        """An unknown parameter is a ValueError naming the ones ``name`` takes."""
+        allowed = self.parameters(name)
+        if allowed is None:
+            return
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            shown = [a for a in allowed if a not in INTERNAL]
+            raise ValueError(
+                f"unknown parameter {unknown[0]!r} for {self.family} {name!r}; "
+                f"allowed: {', '.join(shown) if shown else 'none'}"
+            )
+
     def create(self, name: str, **params: Any) -> T:
         """Build by name; an unknown parameter is a ValueError naming what is allowed."""
-        allowed = self.parameters(name)
-        if allowed is not None:
-            unknown = sorted(set(params) - set(allowed))
-            if unknown:
-                shown = [a for a in allowed if a not in ("seed", "key")]  # set by fedsim, not by users
-                raise ValueError(
-                    f"unknown parameter {unknown[0]!r} for {self.family} {name!r}; "
-                    f"allowed: {', '.join(shown) if shown else 'none'}"
-                )
+        self.check_parameters(name, params)
         return self.get(name)(**params)
 
     def __contains__(self, name: object) -> bool:

@@ -2,59 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from fedsim import extractors
-from fedsim.config import Scenario, ScenarioError
-from fedsim.data import load_dataset
+from fedsim.config import Scenario
+from fedsim.interrupts import run_interruptibly
+from fedsim.preflight import preflight
+from fedsim.raystart import start_ray
+from fedsim.report.output import write_run_outputs
 from fedsim.report.results import RunFolder
 from fedsim.report.document import build_report
-from fedsim.report.run_plots import draw_run_plots
+from fedsim.run_plots import draw_run_plots
+from fedsim.strategies.federation import FederationError
 
 log = logging.getLogger(__name__)
-
-
-def preflight(scenario: Scenario) -> None:
-    """Fail before any Ray start-up when the data is missing; download data and weights
-    once here (not in every client at the same time) when asked to."""
-    d, ex = scenario.data, scenario.extractor
-    for split in ("train", "test"):
-        load_dataset(d.dataset, d.root or None, split, download=d.download)
-    if ex.download and extractors.resolve_weights(ex.name, ex.weights, download=True) is None:
-        extractors.create(ex.name, weights=ex.weights, download=True)  # fetch the release once, here
-    check_anonymizers_fit_data(scenario)
-    if scenario.online.rounds:
-        from fedsim.online.client import check_rounds
-
-        try:
-            check_rounds(scenario)
-        except ValueError as err:
-            raise ScenarioError(str(err)) from None
-
-
-def check_anonymizers_fit_data(scenario: Scenario) -> None:
-    """Data-dependent parameter checks (k or n_clusters above a client's size, n_components
-    above the embedding size) before any work, on the smallest client's partition."""
-    from fedsim import anonymizers
-    from fedsim.clients.release import scenario_indices
-
-    parts, _ = scenario_indices(scenario, scenario.federation.num_clients)
-    n_min = min(len(p) for p in parts)
-    if scenario.online.rounds:  # each round anonymizes one batch
-        n_min = min(n_min, *scenario.online.batch_sizes())
-    dim = extractors.REGISTRY.create(scenario.extractor.name).embedding_dim
-    for method, params in scenario.anonymizer_grid():
-        try:
-            anonymizers.create(method, **params).check_data(n_min, dim)
-        except ValueError as err:
-            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
-            raise ScenarioError(f"anonymizers.{method}{f' ({shown})' if shown else ''}: {err} "
-                                f"(smallest client: {n_min} records of dimension {dim})") from None
 
 
 def backend_config(scenario: Scenario) -> dict[str, Any]:
@@ -74,31 +38,46 @@ def backend_config(scenario: Scenario) -> dict[str, Any]:
     return {"client_resources": {"num_cpus": res.num_cpus, "num_gpus": num_gpus}, "init_args": init_args}
 
 
-def run_scenario(scenario: Scenario, output_dir: str | Path | None = None) -> Path:
-    """Run one scenario end to end; returns the finished run folder."""
+def run_scenario(scenario: Scenario, output_dir: str | Path | None = None, key: int | None = None) -> Path:
+    """Run one scenario end to end; returns the finished run folder.
+
+    ``key`` is the federation key (``--federation-key-file``); by default a fresh random
+    one. It is handed to the ClientApp side only: the ServerApp never holds it."""
     from flwr.simulation import run_simulation
 
     from fedsim.clients import make_client_app
-    from fedsim.strategies import make_server_app
+    from fedsim.clients.keys import new_key
+    from fedsim.strategies.server_app import ServerOutput, make_server_app
 
-    preflight(scenario)
+    preflight(scenario, output_dir)
+    key = new_key() if key is None else key
     out = Path(output_dir or scenario.output_dir)
     resolved = scenario.to_dict()
+    sink = ServerOutput()
     with RunFolder(out, scenario.name, resolved) as folder:
         log.info("scenario %s: %d clients, dataset %s, extractor %s, seed %d", scenario.name,
                  scenario.federation.num_clients, scenario.data.dataset, scenario.extractor.name, scenario.seed)
         t0 = time.perf_counter()
-        run_simulation(
-            server_app=make_server_app(resolved, run_dir=folder.path),
-            client_app=make_client_app(resolved),
-            num_supernodes=scenario.federation.num_clients,
-            backend_config=backend_config(scenario),
-        )
-        results_path = folder.path / "results.json"
-        if not results_path.is_file():
+        try:
+            backend = backend_config(scenario)
+            start_ray(backend["init_args"])  # from the main thread; workers import this fedsim
+            run_interruptibly(
+                run_simulation,
+                server_app=make_server_app(resolved, sink),
+                client_app=make_client_app(resolved, key),
+                num_supernodes=scenario.federation.num_clients,
+                backend_config=backend,
+            )
+        finally:
+            if sink.results:  # also what a stopped run completed
+                write_run_outputs(folder.path, sink.results, sink.audit, sink.received)
+        if sink.error:
+            raise FederationError(sink.error)
+        if not sink.results:
             raise RuntimeError("the simulation ended without results (see log.txt)")
-        results = json.loads(results_path.read_text())
-        log.info("simulation finished in %.1fs; global accuracy %s", time.perf_counter() - t0, results["accuracy"])
-        if draw_run_plots(scenario, folder.path):
+        log.info("simulation finished in %.1fs; global accuracy %s", time.perf_counter() - t0,
+                 sink.results["accuracy"])
+        folder.mark_complete()  # results and report are written: an interrupt now keeps the run
+        if draw_run_plots(scenario, folder.path, key):
             build_report(folder.path)  # again, now with the embedding figures
     return folder.final_path

@@ -1,4 +1,7 @@
-"""Every anonymizer inside a real 4-client Flower simulation; the server never sees originals."""
+"""Every anonymizer inside a real 4-client Flower simulation, checked against the audit of
+what crossed the wire: the server never receives an original embedding (except the
+queries of methods flagged ``queries_in_clear``), cannot rebuild the clients' key, and no
+client receives another client's release."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ num_clients = 4
 [privacy]
 max_samples = 500
 [audit]
+messages = true
 save_received = true
 [anonymizers.none]
 [anonymizers.permutation]
@@ -76,18 +80,51 @@ def test_every_method_runs_and_server_never_receives_originals(tmp_path):
     assert (run_dir / "results.csv").is_file()
     assert (run_dir / "tradeoff_accuracy_vs_reidentification.png").is_file()
 
-    # what the server received (training releases only: queries are scored on the clients)
+    # what the server received, compared row by row with every client's originals
     sc = load_scenario(run_dir / "scenario.toml")
-    train = np.concatenate([client_data(sc, pid, 4, progress=False).x_train for pid in range(4)])
-    scale = np.median(np.linalg.norm(train, axis=1))
-    folders = {f.name: f for f in (run_dir / "received").iterdir()}
-    assert len(folders) == 13
-    for name, folder in folders.items():
+    data = [client_data(sc, pid, 4, progress=False) for pid in range(4)]
+    train = np.concatenate([d.x_train for d in data])
+    query = np.concatenate([d.x_query for d in data])
+    originals = {r.tobytes() for r in np.concatenate([train, query])}
+    query_rows = {r.tobytes() for r in query}
+    in_clear = {r["index"]: r["evaluation"]["queries_in_clear"] for r in results["releases"]}
+    assert {r["label"] for r in results["releases"] if r["evaluation"]["queries_in_clear"]} == {
+        "kmeans(n_clusters=100, assign_labels=majority)", "gan(n_epochs=3)", "mdav(k=5)"}
+    folders = sorted((run_dir / "received").iterdir())
+    assert len(folders) == 13 + 1  # every release, plus the pca statistics
+    for folder in folders:
+        phase, index, _ = folder.name.rsplit("-", 2)
         got = [np.load(f) for f in sorted(folder.glob("client-*.npz"))]
-        assert len(got) == 4 and all(set(g.files) == {"x_train", "y_train"} for g in got)
-        rel = np.concatenate([g["x_train"] for g in got])
-        if name == "none":
-            assert np.array_equal(np.sort(rel, 0), np.sort(train, 0))
-        elif rel.shape[1] == train.shape[1]:
-            nearest = np.min([np.linalg.norm(train - row, axis=1).min() for row in rel[:2000]])
-            assert nearest > 1e-4 * scale, name
+        assert len(got) == 4
+        if phase == "stats":
+            continue
+        x = np.concatenate([g["release.x_train"] for g in got])
+        q = np.concatenate([g["release.x_query.0"] for g in got])
+        leaked = sum(r.tobytes() in originals for r in x)
+        if int(index) == 0:  # none: the reference shares everything
+            assert leaked == len(x)
+            continue
+        assert leaked == 0, folder.name  # no original training embedding, row by row
+        q_leaked = sum(r.tobytes() in query_rows for r in q)
+        assert q_leaked == (len(q) if in_clear[int(index)] else 0), folder.name
+
+    # every message to a client: configuration only, plus the pca basis -- never a release
+    audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    to_clients = [r for r in audit if r["direction"] == "server->client"]
+    assert {a["name"] for r in to_clients for a in r["arrays"]} == {"shared.mean", "shared.components"}
+    assert all(r["client"] in range(4) for r in audit)
+    assert results["traffic"]["total_sent_bytes"] == sum(r["bytes"] for r in audit if r["direction"] == "client->server")
+
+    # the old derivation of the key from the scenario seed does not undo the permutation release
+    from fedsim.anonymizers import create
+    from fedsim.seeding import derive_seed
+
+    perm_index = next(r["index"] for r in results["releases"] if r["method"] == "permutation")
+    got = np.load(run_dir / "received" / f"release-{perm_index}-0" / "client-0.npz")
+    released = got["release.x_train"]
+    old = create("permutation", key=derive_seed(sc.seed, "federation-key")).fit(data[0].x_train)
+    rebuilt = {r.tobytes() for r in old.invert(released)}
+    assert not rebuilt & {r.tobytes() for r in data[0].x_train}
+    # ...while the insider, who holds the real key, undoes it exactly
+    perm = next(r for r in results["releases"] if r["method"] == "permutation")
+    assert perm["privacy_insider"]["reidentification_rate"] == 1.0

@@ -14,7 +14,7 @@ def test_quickstart_loads_with_expected_values():
     assert sc.federation.num_clients == 4
     assert sc.data.dataset == "cifar10-mini"
     assert sc.classifiers == {"knn": {"k": 5, "metric": "cosine"}}
-    assert sc.anonymizers == {"none": {}, "laplace": {"noise_scale": 0.5, "relative": True}}
+    assert sc.anonymizers == {"none": {}, "laplace": {"noise_scale": 0.5, "relative": True}, "permutation": {}}
     assert sc.plots.embeddings == "pca" and sc.online.rounds == 0
 
 

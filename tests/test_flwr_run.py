@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from fedsim.clients.keys import write_key_file
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FLWR = BIN / "flwr"
@@ -37,6 +39,8 @@ dataset = "cifar10-mini"
 num_clients = 2
 
 [anonymizers.none]
+
+[anonymizers.permutation]
 
 [classifiers.knn]
 k = 5
@@ -75,7 +79,10 @@ def superlink(tmp_path):
         "RAY_ADDRESS": "local",  # a stale /tmp/ray cluster file would make ray.init() hang
         # The SuperLink launches `flower-superexec` by name, so the venv's bin must be on PATH.
         "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+        # the clients' federation key: on the client side only (the simulated SuperNodes' env)
+        "FEDSIM_FEDERATION_KEY_FILE": str(tmp_path / "federation.key"),
     }
+    write_key_file(tmp_path / "federation.key")
     log_path = tmp_path / "superlink.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
@@ -165,3 +172,5 @@ def test_flwr_run_completes_and_writes_results(tmp_path, superlink):
     assert [c["status"] for c in results["clients"]] == ["ok", "ok"], results["clients"]
     assert sorted(c["id"] for c in results["clients"]) == [0, 1]
     assert results["accuracy"]["knn"] > 0.15, results["accuracy"]
+    none, perm = results["releases"]  # the keyed method found the clients' key, not the server
+    assert perm["accuracy"] == none["accuracy"] and not perm["failed"], perm["failed"]

@@ -8,7 +8,7 @@ import pytest
 from fedsim.classifiers import KNNClassifier
 from fedsim.data import load_dataset
 from fedsim.extractors.evaluate import make_figures
-from fedsim.report.embedding_plots import plot_embeddings, project_2d
+from fedsim.plotting import plot_embeddings, project_2d
 
 
 def _blobs(n: int, seed: int):

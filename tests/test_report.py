@@ -31,9 +31,16 @@ def fake_results(accuracy: float, online: bool = False, n_clients: int = 3) -> d
            "num_clients": n_clients, "num_failed": 0, "clients": clients, "accuracy": {"knn": accuracy},
            "releases": [release("none", "none", accuracy, 1.0), release("gaussian(noise_scale=1)", "gaussian",
                                                                            accuracy - 0.1, 0.2)],
-           "timings": {"collect_s": 2.0, "server_total_s": 3.0},
+           "timings": {"collect_s": 2.0, "server_total_s": 3.0}, "evaluation": "server",
+           "failures": [{"round": 0, "index": 1, "phase": "release", "client": 2, "reason": "injected fault"}],
+           "traffic": {"clients": {str(i): {"sent_bytes": 1000 * (i + 1), "received_bytes": 100, "messages": [
+               {"phase": "release", "index": 0, "round": 0, "sent_bytes": 1000 * (i + 1), "received_bytes": 100}]}
+               for i in range(n_clients)}, "total_sent_bytes": 6000, "total_received_bytes": 300},
            "environment": {"python": "3", "platform": "x", "packages": {"torch": "2"}, "cpu": "cpu",
                            "cpu_count": 2, "cuda": None, "bf16_cpu": False}}
+    perm = release("permutation", "permutation", accuracy, 0.9)
+    perm["privacy_insider"] = {"reidentification_rate": 1.0, "mia_auc": 1.0}
+    res["releases"].append(perm)
     if online:
         R = [[accuracy] * 2] * 2
         res["online"] = [{"label": "none", "batch_size": 10, "rounds": 2, "setting": "iid",
@@ -62,9 +69,12 @@ def test_report_has_every_section_and_embeds_its_plots(tmp_path, capsys):
     md = (run / "report.md").read_text()
     for heading in ("# fedsim report: 20260101-000000-fake", "## Scenario", "## Data partition",
                     "## Accuracy per classifier", "## Privacy per method", "## Clients compared",
+                    "## Attackers: server and insider", "## What crossed the wire", "### Failures",
                     "## Online continual learning", "## Timings", "## Environment"):
         assert heading in md, heading
-    for png in ("partition.png", "clients_reidentification_rate.png", "clients_accuracy.png", "online_R-none.png"):
+    assert "| permutation | insider | 1.0000 | 1.0000 |" in md
+    for png in ("partition.png", "clients_reidentification_rate.png", "clients_accuracy.png", "online_R-none.png",
+                "traffic.png"):
         assert f"]({png})" in md and (run / png).stat().st_size > 5000
     page = (run / "report.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
@@ -86,6 +96,6 @@ def test_compare_three_runs_writes_table_and_plots(tmp_path, capsys):
     table = (out / "compare.md").read_text()
     assert table.count("| run | label |") == 1 and "near_overlap" not in table and all(f"run{i}" in table for i in range(3))
     rows = (out / "compare.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 2  # header + 3 runs x 2 configurations x 1 classifier
+    assert len(rows) == 1 + 3 * 3  # header + 3 runs x 3 configurations x 1 classifier
     for key in ("accuracy", "accuracy_loss", "reidentification_rate", "average_accuracy"):
         assert (out / f"compare_{key}.png").stat().st_size > 5000

@@ -18,7 +18,9 @@ def test_quickstart_runs_and_is_reproducible(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDSIM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "runs"
     accuracies, cache_states = [], []
-    for extra in ([], ["--set", "plots.embeddings=pca", "plots.knn_samples=true"]):
+    # the second run scores on the clients with the pool shipped to them: the same numbers
+    for extra in ([], ["--set", "plots.embeddings=pca", "plots.knn_samples=true", "federation.evaluation=client",
+                       "federation.share_pool_with_clients=true"]):
         proc = run_cli("run", str(REPO / "scenarios" / "quickstart.toml"), "--output-dir", str(out), *extra, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         run_dir = Path(proc.stdout.strip().splitlines()[-1].split("results: ")[1]).parent
@@ -45,3 +47,22 @@ def test_quickstart_runs_and_is_reproducible(tmp_path, monkeypatch):
     assert (run_dir / "embeddings_pca.png").stat().st_size > 10_000
     assert (run_dir / "knn_samples.png").stat().st_size > 10_000
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith("2")) == []  # no temp folders
+
+
+def test_client_evaluation_ships_no_pool_unless_allowed(tmp_path):
+    """Client-side evaluation ships only compact models: the kNN pool (every client's
+    release) stays on the server, and its accuracy is reported as not evaluated."""
+    proc = run_cli("run", str(REPO / "scenarios" / "quickstart.toml"), "--output-dir", str(tmp_path / "runs"),
+                   "--audit", "--set", "federation.num_clients=2", "federation.evaluation=client",
+                   "classifiers.ncm={}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1].split("results: ")[1]).parent
+    results = json.loads((run_dir / "results.json").read_text())
+    for rel in results["releases"]:
+        assert rel["accuracy"]["knn"] is None and 0.5 < rel["accuracy"]["ncm"] <= 1
+        assert "share_pool_with_clients" in rel["evaluation"]["not_evaluated"]["knn"]
+    audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    shipped = {a["name"].split(".")[1] for r in audit if r["direction"] == "server->client" for a in r["arrays"]}
+    assert shipped == {"ncm"}  # the class means only
+    assert not any(a["name"].startswith("release.x_query") for r in audit for a in r["arrays"])  # queries stay home
+    assert "not evaluated" in (run_dir / "report.md").read_text()

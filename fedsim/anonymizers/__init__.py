@@ -72,14 +72,25 @@ def _check_required(name: str, params: dict[str, Any]) -> None:
         raise ValueError(f"anonymizer {name!r} needs parameter {missing[0]!r}")
 
 
+#: parameters a scenario may not set: fedsim derives them (why, for the error message)
+NOT_USER_SET = {
+    "seed": "each client's noise seed is derived from the scenario's top-level seed",
+    "key": "the key is the federation's client-side secret, never part of a scenario",
+}
+
+
 def create(name: str, seed: int = 0, key: int = 0, **params: Any) -> Anonymizer:
     """Build (and thereby validate) an anonymizer by name."""
-    REGISTRY.get(name)  # unknown name: ValueError listing the allowed ones
+    REGISTRY.check_parameters(name, params)  # unknown name or parameter: ValueError listing the allowed
     _check_required(name, params)
     return REGISTRY.create(name, seed=seed, key=key, **params)
 
 
 def validate(name: str, params: dict[str, Any]) -> None:
+    """Check a scenario's parameters for ``name``: ``seed`` and ``key`` are not the user's."""
+    for param, why in NOT_USER_SET.items():
+        if param in params:
+            raise ValueError(f"parameter {param!r} cannot be set in a scenario: {why}")
     create(name, **params)
 
 

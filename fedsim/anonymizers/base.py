@@ -109,6 +109,9 @@ class Anonymizer:
     needs_shared_state = False
     #: which originals stand behind each released row (None: row i comes from row i)
     groups_: list[np.ndarray] | None = None
+    #: what undoes the transform: "key" (the federation key: an insider, never the server),
+    #: "public" (state the server itself computed, e.g. the pca basis), or None
+    inverted_with: str | None = None
 
     def __init__(self, seed: int = 0, key: int = 0) -> None:
         self.seed = check_int("seed", seed)
@@ -170,6 +173,20 @@ class Anonymizer:
         Q = self._check_input(Q)
         return np.ascontiguousarray(self._transform_queries(Q), dtype=np.float32)
 
+    def queries_in_clear(self) -> bool:
+        """True when ``transform_queries`` returns the queries unchanged: evaluated on the
+        server, such a method shows the server this client's original query embeddings."""
+        return False
+
+    def max_release_rows(self, n_samples: int) -> int:
+        """The most rows a release of ``n_samples`` records may have (the server checks it)."""
+        return n_samples
+
+    def invert(self, X_rel: np.ndarray) -> np.ndarray:
+        """Map a release back to the embedding space with what ``inverted_with`` names
+        (exact for a permutation, least squares for projections)."""
+        raise ValueError(f"{self.name} cannot be inverted")
+
     # -- hooks for subclasses --------------------------------------------------------------
     def _fit(self, X: np.ndarray, y: np.ndarray | None) -> None:
         pass
@@ -204,6 +221,9 @@ class Identity(Anonymizer):
 
     name = "none"
     reveals_originals = True
+
+    def queries_in_clear(self) -> bool:
+        return True
 
     def _release(self, X, y):
         return X.copy(), y.copy(), {}

@@ -132,6 +132,9 @@ class KMeansAnonymizer(Anonymizer):
                 "noise_scale": float(self.noise_scale or 0.0), **size_summary(members)}
         return means, labels, info
 
+    def queries_in_clear(self) -> bool:
+        return not self.noise_scale
+
     def _transform_queries(self, Q):
         if not self.noise_scale:
             return Q.copy()
@@ -221,6 +224,9 @@ class DensityBased(Anonymizer):
         if self.noise_policy == "perturb":
             info["noise_point_scale"] = point_scale
         return out, labels, info
+
+    def queries_in_clear(self) -> bool:
+        return not self.noise_scale
 
     def _transform_queries(self, Q):
         if not self.noise_scale:

@@ -196,5 +196,11 @@ class GAN(Anonymizer):
                 "final_loss_g": float(self.losses_[-1, 1]) if len(self.losses_) else math.nan}
         return X_syn, y_syn, info
 
+    def queries_in_clear(self) -> bool:
+        return True
+
+    def max_release_rows(self, n_samples: int) -> int:
+        return self.n_samples or n_samples
+
     def _transform_queries(self, Q):
         return Q.copy()

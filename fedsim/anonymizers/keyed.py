@@ -34,6 +34,7 @@ class Permutation(Anonymizer):
     one who matches per-feature statistics; it only hides which feature is which."""
 
     name = "permutation"
+    inverted_with = "key"
 
     def check_data(self, n_samples, n_features):
         super().check_data(n_samples, n_features)
@@ -54,6 +55,9 @@ class Permutation(Anonymizer):
     def _transform_queries(self, Q):
         return Q[:, self.permutation_]
 
+    def invert(self, X_rel):
+        return np.asarray(X_rel, np.float32)[:, np.argsort(self.permutation_)]
+
 
 class RandomProjection(Anonymizer):
     """``random_projection``: X @ R with R (d x n_components) drawn from the federation key.
@@ -63,6 +67,7 @@ class RandomProjection(Anonymizer):
     isometry when n_components equals the dimension."""
 
     name = "random_projection"
+    inverted_with = "key"
 
     def __init__(self, n_components: int, kind: str = "gaussian", seed: int = 0, key: int = 0) -> None:
         super().__init__(seed=seed, key=key)
@@ -91,6 +96,9 @@ class RandomProjection(Anonymizer):
     def _transform_queries(self, Q):
         return Q @ self.projection_
 
+    def invert(self, X_rel):
+        return (np.asarray(X_rel, np.float64) @ np.linalg.pinv(self.projection_.astype(np.float64))).astype(np.float32)
+
 
 class PCAAnonymizer(Anonymizer):
     """``pca``: projection onto the top ``n_components`` principal axes of ONE basis shared by
@@ -111,6 +119,7 @@ class PCAAnonymizer(Anonymizer):
 
     name = "pca"
     needs_shared_state = True
+    inverted_with = "public"  # the server combined the statistics: it holds the basis
 
     def __init__(self, n_components: int, device: str = "auto", seed: int = 0, key: int = 0) -> None:
         super().__init__(seed=seed, key=key)
@@ -213,3 +222,6 @@ class PCAAnonymizer(Anonymizer):
 
     def _transform_queries(self, Q):
         return self._project(Q)
+
+    def invert(self, X_rel):
+        return (np.asarray(X_rel, np.float64) @ self.components_ + self.mean_).astype(np.float32)

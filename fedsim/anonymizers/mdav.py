@@ -124,5 +124,8 @@ class MDAV(Anonymizer):
         info = {"k": self.k, "n_groups": n_groups, "n_suppressed": self.n_suppressed_, **size_summary(members)}
         return means[self.group_of_[kept]], y[kept], info
 
+    def queries_in_clear(self) -> bool:
+        return True
+
     def _transform_queries(self, Q):
         return Q.copy()

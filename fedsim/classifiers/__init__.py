@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from fedsim.classifiers.base import Classifier
 from fedsim.classifiers.fc import FCClassifier
 from fedsim.classifiers.knn import KNNClassifier
@@ -36,5 +38,11 @@ def validate(name: str, params: dict[str, Any]) -> None:
     create(name, **params)
 
 
+def count_correct(clf: Classifier, queries: list[np.ndarray], labels: np.ndarray) -> list[int]:
+    """Correct predictions of ``clf`` on each query matrix (one per test domain) -- how both
+    the server (on transformed queries) and a client (on its own) score a model."""
+    return [int((clf.predict(q) == labels).sum()) if len(labels) else 0 for q in queries]
+
+
 __all__ = ["Classifier", "FCClassifier", "KNNClassifier", "KNNNCMClassifier", "NCMClassifier",
-           "REGISTRY", "create", "validate"]
+           "REGISTRY", "count_correct", "create", "validate"]

@@ -57,6 +57,10 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 class Classifier:
     """Shared fit/predict/state plumbing; subclasses implement the ``_`` hooks below."""
 
+    #: True when ``get_state`` contains training records (a kNN pool): shipping such a
+    #: state to a client hands it every other client's release
+    state_holds_records = False
+
     def __init__(self, device: str = "auto") -> None:
         self.device = check_choice("device", device, DEVICES)
 

@@ -16,6 +16,8 @@ Search backends (``backend``):
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -24,6 +26,8 @@ from fedsim.classifiers.base import Classifier, check_choice, check_int
 from fedsim.classifiers.search import FaissSearch, TorchSearch, import_faiss
 from fedsim.device import bf16_autocast_ok
 from fedsim.seeding import derive_seed
+
+log = logging.getLogger(__name__)
 
 METRICS = ("cosine", "euclidean")
 WEIGHTS = ("uniform", "distance")
@@ -35,9 +39,14 @@ BF16_MIN_ROWS = 8192  # measured (2-core avx512_bf16 CPU, d=512): 0.9x at 5k row
 class KNNClassifier(Classifier):
     """Majority (or inverse-distance) vote of the ``k`` nearest remembered samples.
 
+    With fewer than ``k`` remembered samples (a small federated release) the vote is over all
+    of them, with a logged warning naming ``k`` and the count.
+
     ``prefilter_margin`` (default ``max(16, 2k)``) is how many extra bf16 candidates the exact
     re-rank sees; ``seed`` drives the reservoir's evictions.
     """
+
+    state_holds_records = True
 
     def __init__(
         self,
@@ -99,6 +108,9 @@ class KNNClassifier(Classifier):
     # ----------------------------------------------------------------- inference
     def _index(self) -> TorchSearch | FaissSearch:
         if not hasattr(self, "index_"):
+            if self.k > len(self.X_):  # a small release: vote over all of it rather than fail
+                log.warning("knn: k = %d is above the %d records it holds; voting over all %d", self.k,
+                            len(self.X_), len(self.X_))
             if self.backend == "faiss":
                 self.index_ = FaissSearch(self.X_, self.metric)
             else:

@@ -21,6 +21,8 @@ from fedsim.classifiers.ncm import NCMClassifier
 class KNNNCMClassifier(Classifier):
     """``alpha`` weighs the kNN votes against the NCM probabilities (``temperature``)."""
 
+    state_holds_records = True
+
     def __init__(
         self,
         k: int = 5,

@@ -1,176 +1,147 @@
-"""Flower ClientApp: the client side of every message type.
+"""Flower ClientApp: the client side of every message type (see fedsim.protocol).
 
-* ``query.stats``    -- sufficient statistics for a shared keyed transform (pca basis);
-* ``query.release``  -- the anonymized training release of one configuration + its own
-  privacy/utility metrics; the transformed queries stay on the client (``context.state``);
-* ``query.evaluate`` -- score those queries with the classifiers the server fitted on the
-  pooled releases; only counts go back, so query embeddings never leave the client;
-* ``query.online`` / ``query.online_evaluate`` -- the same two steps for one online round:
-  the release of the round's new records, then scores in every test domain.
+* ``query.stats``      -- sufficient statistics for a federated transform (pca basis);
+* ``train.release``    -- the anonymized training release of one configuration, its own
+  privacy/utility measurements and, with server-side evaluation, its transformed queries;
+* ``evaluate.release`` -- client-side evaluation: score the own queries with the compact
+  models the server shipped; only counts go back;
+* ``train.online`` / ``evaluate.online`` -- the same two steps for one online round.
 
-``make_client_app(scenario)`` binds a resolved scenario (``run_simulation``); the
-module-level ``app`` reads it from ``run_config`` (``flwr run``).  Exceptions become a
-structured error reply: the server reports the client as failed instead of crashing.
+``make_client_app(scenario, key)`` binds a resolved scenario and the federation key
+(``fedsim run``: the driver hands the key to this side only); the module-level ``app``
+reads both from run_config / node config (``flwr run``, deployment).  An exception becomes
+an error reply naming it: the server records the client as failed instead of crashing.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
+import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim.clients.release import anonymize, client_data, shared_statistics
-from fedsim.config import scenario_for_run
+from fedsim import classifiers
+from fedsim.clients import faults
+from fedsim.clients.keys import client_key
+from fedsim.clients.online import round_release
+from fedsim.clients.release import ClientData, Release, anonymize, client_data, shared_statistics
+from fedsim.config import Scenario, scenario_for_run
 from fedsim.device import set_threads
-from fedsim.online.client import round_release, score_domains
-from fedsim.strategies.pooled import score_locally
+from fedsim.online.replay import REPLAY_SUFFIX
+from fedsim.protocol import MESSAGE_TYPES, ReleaseReply, Request, ScoresReply, StatsReply, error_content
 
 log = logging.getLogger(__name__)
 
 
-def _error_reply(msg: Message, pid: int, err: Exception) -> Message:
-    log.error("client %d failed:\n%s", pid, traceback.format_exc())
-    return Message(
-        RecordDict({"error": ConfigRecord({"partition-id": pid, "message": f"{type(err).__name__}: {err}"})}),
-        reply_to=msg,
-    )
+class Node:
+    """One message's view of this client: who it is, its scenario, its key."""
+
+    def __init__(self, context: Context, bound: dict[str, Any] | None, key: int | None) -> None:
+        self.context = context
+        self.pid = int(context.node_config["partition-id"])
+        self.num_partitions = int(context.node_config["num-partitions"])
+        self.scenario: Scenario = scenario_for_run(bound, context.run_config)
+        wanted = self.scenario.federation.num_clients
+        if self.num_partitions != wanted:  # the scenario is the one source of truth
+            raise ValueError(f"this node has num-partitions = {self.num_partitions}, the scenario "
+                             f"federation.num_clients = {wanted}; start {wanted} SuperNodes (flwr run: "
+                             f"--federation-config 'num-supernodes={wanted}')")
+        self.key = client_key(key, dict(context.node_config))
+        set_threads(self.scenario.federation.client_resources.num_cpus)
+
+    def data(self) -> ClientData:
+        return client_data(self.scenario, self.pid, self.num_partitions)
+
+    def keep_queries(self, index: int, queries: list[np.ndarray], labels: np.ndarray) -> None:
+        """Client-side evaluation scores later, so the transformed queries stay here
+        (``context.state`` survives between messages in both runtimes)."""
+        self.context.state[f"queries-{index}"] = ArrayRecord(
+            {**{f"x.{j}": Array(q) for j, q in enumerate(queries)}, "y": Array(labels)})
+
+    def kept_queries(self, index: int) -> tuple[list[np.ndarray], np.ndarray]:
+        stored = self.context.state[f"queries-{index}"]
+        n = sum(1 for k in stored if k.startswith("x."))
+        return [stored[f"x.{j}"].numpy() for j in range(n)], stored["y"].numpy()
 
 
-def _setup(msg: Message, context: Context, bound: dict[str, Any] | None):
-    scenario = scenario_for_run(bound, context.run_config)
-    set_threads(scenario.federation.client_resources.num_cpus)
-    pid = int(context.node_config["partition-id"])
-    data = client_data(scenario, pid, int(context.node_config["num-partitions"]))
-    cfg = msg.content["config"]
-    return scenario, data, str(cfg["method"]), json.loads(str(cfg["params"]))
+def _release_reply(node: Node, req: Request, data: ClientData, rel: Release, queries: list[np.ndarray],
+                   extra_timings: dict[str, float], domain: str = "") -> RecordDict:
+    if not req.send_queries:
+        node.keep_queries(req.index, queries, rel.y_query)
+    return ReleaseReply(
+        partition_id=node.pid, x_train=rel.x_train, y_train=rel.y_train, n_train=data.n_train,
+        n_query=len(rel.y_query), num_classes=len(data.label_histogram),
+        label_histogram=np.asarray(data.label_histogram, np.int64) if (req.index, req.round) == (0, 0) else None,
+        y_query=rel.y_query if req.send_queries else None,
+        x_query_domains=queries if req.send_queries else [],
+        metrics=rel.metrics, timings={**rel.timings, **extra_timings},
+        embedding_cache=data.embedding_cache, domain=domain,
+    ).to_content()
 
 
-def stats_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
-    pid = int(context.node_config["partition-id"])
-    try:
-        scenario, data, method, params = _setup(msg, context, bound)
-        stats = shared_statistics(scenario, data, method, params)
-    except Exception as err:
-        return _error_reply(msg, pid, err)
-    return Message(RecordDict({
-        "stats": ArrayRecord({k: Array(v) for k, v in stats.items()}),
-        "info": MetricRecord({"partition-id": pid}),
-    }), reply_to=msg)
+def stats(node: Node, req: Request) -> RecordDict:
+    return StatsReply(node.pid, shared_statistics(node.scenario, node.data(), req.method, req.params)).to_content()
 
 
-def release_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
-    pid = int(context.node_config["partition-id"])
-    try:
-        scenario, data, method, params = _setup(msg, context, bound)
-        shared = ({k: v.numpy() for k, v in msg.content["shared"].items()} if "shared" in msg.content else None)
-        rel = anonymize(scenario, data, method, params, shared)
-    except Exception as err:
-        return _error_reply(msg, pid, err)
-    # kept for query.evaluate; context.state survives between messages in both runtimes
-    context.state[f"queries-{int(msg.content['config']['index'])}"] = ArrayRecord(
-        {"x": Array(rel.x_query), "y": Array(rel.y_query)})
-    return _release_reply(msg, context, data, rel)
+def release(node: Node, req: Request) -> RecordDict:
+    data = node.data()
+    rel = anonymize(node.scenario, data, req.method, req.params, req.arrays.get("shared"), key=node.key)
+    return _release_reply(node, req, data, rel, [rel.x_query], {"extract_s": data.timings["extract_s"]})
 
 
-def online_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
+def online(node: Node, req: Request) -> RecordDict:
     """One online round: the release of this round's new records (in the round's domain)."""
-    pid = int(context.node_config["partition-id"])
+    rel, queries, info = round_release(node.scenario, node.pid, node.num_partitions, req.method, req.params,
+                                       req.round, req.batch_size, node.key)
+    data = client_data(node.scenario, node.pid, node.num_partitions, progress=False)
+    return _release_reply(node, req, data, rel, list(queries.values()), {"extract_s": info["extract_s"]},
+                          domain=info["domain"])
+
+
+def evaluate(node: Node, req: Request) -> RecordDict:
+    """Score the shipped models on this client's queries (every test domain); counts only."""
+    queries, labels = node.kept_queries(req.index)
+    correct, seconds = {}, {}
+    for name, state in req.classifier_states().items():
+        base = name.removesuffix(REPLAY_SUFFIX)
+        clf = classifiers.create(base, **node.scenario.classifiers[base]).set_state(state)
+        t0 = time.perf_counter()
+        correct[name] = classifiers.count_correct(clf, queries, labels)
+        seconds[name] = time.perf_counter() - t0
+    return ScoresReply(node.pid, int(len(labels)), correct, seconds).to_content()
+
+
+HANDLERS: dict[str, Callable[[Node, Request], RecordDict]] = {
+    "stats": stats, "release": release, "evaluate": evaluate, "online": online, "online_evaluate": evaluate}
+
+
+def handle(phase: str, bound: dict[str, Any] | None, key: int | None, msg: Message, context: Context) -> Message:
+    """Decode, inject a configured fault (tests), run the phase's handler, encode the reply."""
+    pid = int(context.node_config.get("partition-id", -1))
     try:
-        scenario, data, method, params = _setup(msg, context, bound)
-        cfg = msg.content["config"]
-        rel, queries, info = round_release(scenario, pid, int(context.node_config["num-partitions"]), method,
-                                           params, int(cfg["round"]), int(cfg["batch-size"]))
+        node = Node(context, bound, key)
+        req = Request.from_message(msg)
+        fault = faults.find(node.scenario, pid, phase, req.index, req.round)
+        faults.before(fault, node.scenario)
+        content = faults.corrupt(HANDLERS[phase](node, req), fault)
     except Exception as err:
-        return _error_reply(msg, pid, err)
-    context.state[f"online-queries-{int(cfg['index'])}"] = ArrayRecord(
-        {**{f"x.{j}": Array(q) for j, q in enumerate(queries.values())}, "y": Array(rel.y_query)})
-    reply = _release_reply(msg, context, data, rel)
-    reply.content["status"]["domain"] = info["domain"]
-    return reply
+        log.error("client %d failed in %s:\n%s", pid, phase, traceback.format_exc())
+        return Message(error_content(pid, f"{type(err).__name__}: {err}"), reply_to=msg)
+    return Message(content, reply_to=msg)
 
 
-def _release_reply(msg: Message, context: Context, data: Any, rel: Any) -> Message:
-    pid = int(context.node_config["partition-id"])
-    return Message(RecordDict({
-        "release": ArrayRecord({"x_train": Array(rel.x_train), "y_train": Array(rel.y_train)}),
-        "info": MetricRecord({
-            "partition-id": pid,
-            "num-partitions": int(context.node_config["num-partitions"]),
-            "n-train": data.n_train,
-            "n-query": data.n_query,
-            "label-histogram": [int(c) for c in data.label_histogram],
-            "extract-s": float(data.timings["extract_s"]),
-            **{k.replace("_", "-"): float(v) for k, v in rel.timings.items()},
-        }),
-        "metrics": MetricRecord({k: float(v) for k, v in rel.metrics.items()}),
-        "status": ConfigRecord({"embedding-cache": data.embedding_cache}),
-    }), reply_to=msg)
-
-
-def _classifier_states(msg: Message) -> dict[str, dict[str, np.ndarray]]:
-    """The fitted classifiers the server shipped, by name."""
-    return {name[len("classifier."):]: {k: v.numpy() for k, v in rec.items()}
-            for name, rec in msg.content.array_records.items() if name.startswith("classifier.")}
-
-
-def evaluate_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
-    pid = int(context.node_config["partition-id"])
-    try:
-        scenario = scenario_for_run(bound, context.run_config)
-        set_threads(scenario.federation.client_resources.num_cpus)
-        index = int(msg.content["config"]["index"])
-        stored = context.state[f"queries-{index}"]
-        queries, labels = stored["x"].numpy(), stored["y"].numpy()
-        states = _classifier_states(msg)
-        correct = score_locally(states, scenario.classifiers, queries, labels)
-    except Exception as err:
-        return _error_reply(msg, pid, err)
-    return Message(RecordDict({
-        "scores": MetricRecord({"partition-id": pid, "n-query": int(len(labels)),
-                                **{f"correct.{k}": v for k, v in correct.items()}}),
-    }), reply_to=msg)
-
-
-def online_evaluate_message(msg: Message, context: Context, bound: dict[str, Any] | None) -> Message:
-    """Score the server's classifiers on this client's queries in every test domain."""
-    pid = int(context.node_config["partition-id"])
-    try:
-        scenario = scenario_for_run(bound, context.run_config)
-        set_threads(scenario.federation.client_resources.num_cpus)
-        stored = context.state[f"online-queries-{int(msg.content['config']['index'])}"]
-        labels = stored["y"].numpy()
-        queries = {k: v.numpy() for k, v in stored.items() if k.startswith("x.")}
-        queries = {j: queries[f"x.{j}"] for j in range(len(queries))}
-        states = _classifier_states(msg)
-        correct, seconds = score_domains(states, scenario.classifiers, queries, labels)
-    except Exception as err:
-        return _error_reply(msg, pid, err)
-    return Message(RecordDict({
-        "scores": MetricRecord({"partition-id": pid, "n-query": int(len(labels)),
-                                **{f"infer-s.{name}": s for name, s in seconds.items()},
-                                **{f"correct.{name}.{j}": c for name, per in correct.items() for j, c in per.items()}}),
-    }), reply_to=msg)
-
-
-HANDLERS = {"stats": stats_message, "release": release_message, "evaluate": evaluate_message,
-            "online": online_message, "online_evaluate": online_evaluate_message}
-
-
-def make_client_app(scenario: dict[str, Any] | None = None) -> ClientApp:
+def make_client_app(scenario: dict[str, Any] | None = None, key: int | None = None) -> ClientApp:
     app = ClientApp()
-    for action, handler in HANDLERS.items():
-        app.query(action)(functools.partial(_bound, handler, scenario))
+    for phase in HANDLERS:
+        category, action = MESSAGE_TYPES[phase].split(".")
+        register = {"query": app.query, "train": app.train, "evaluate": app.evaluate}[category]
+        register(action)(functools.partial(handle, phase, scenario, key))
     return app
-
-
-def _bound(handler, scenario: dict[str, Any] | None, msg: Message, context: Context) -> Message:
-    return handler(msg, context, scenario)
 
 
 app = make_client_app()

@@ -20,6 +20,7 @@ import numpy as np
 
 from fedsim import anonymizers, extractors
 from fedsim.classifiers import KNNClassifier
+from fedsim.clients.keys import KEY_ENV, NODE_KEY
 from fedsim.config import Scenario
 from fedsim.data import load_dataset, partition, split_like
 from fedsim.device import best_device
@@ -159,13 +160,16 @@ def client_data(scenario: Scenario, partition_id: int, num_partitions: int, prog
     return data
 
 
-def make_anonymizer(scenario: Scenario, method: str, params: dict[str, Any], partition_id: int):
-    """Per-client noise seed; the federation's shared key for keyed transforms (same on every
-    client, derived from the scenario seed, never sent to the server)."""
-    return anonymizers.create(
-        method, seed=derive_seed(scenario.seed, "anonymizer", method, partition_id),
-        key=derive_seed(scenario.seed, "federation-key"), **params,
-    )
+def make_anonymizer(scenario: Scenario, method: str, params: dict[str, Any], partition_id: int,
+                    key: int | None = None):
+    """Per-client noise seed; the federation key (a client-side secret, fedsim.clients.keys)
+    for keyed transforms -- the server never holds it and cannot derive it."""
+    anon = anonymizers.create(method, seed=derive_seed(scenario.seed, "anonymizer", method, partition_id),
+                              key=key or 0, **params)
+    if anon.inverted_with == "key" and key is None:
+        raise ValueError(f"{method} needs the federation key, and this client has none: give the SuperNode "
+                         f"--node-config \"{NODE_KEY}='/path/to/key'\" or set ${KEY_ENV}")
+    return anon
 
 
 def local_utility(data: ClientData, x_rel: np.ndarray, y_rel: np.ndarray, q_rel: np.ndarray,
@@ -184,12 +188,14 @@ def local_utility(data: ClientData, x_rel: np.ndarray, y_rel: np.ndarray, q_rel:
 
 
 def anonymize(scenario: Scenario, data: ClientData, method: str, params: dict[str, Any],
-              shared: dict[str, np.ndarray] | None = None) -> Release:
-    """Fit the anonymizer on the client's own data, release, and measure what it gives away."""
+              shared: dict[str, np.ndarray] | None = None, key: int | None = None) -> Release:
+    """Fit the anonymizer on the client's own data, release, and measure what it gives away
+    to the server (``metrics``) and, for keyed methods, to an insider holding the key
+    (``insider.<metric>``)."""
     from fedsim.privacy import evaluate
 
     t0 = time.perf_counter()
-    anon = make_anonymizer(scenario, method, params, data.partition_id)
+    anon = make_anonymizer(scenario, method, params, data.partition_id, key)
     if shared is not None:
         anon.set_shared_state(shared)
     anon.fit(data.x_train, data.y_train)
@@ -201,11 +207,16 @@ def anonymize(scenario: Scenario, data: ClientData, method: str, params: dict[st
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
     t0 = time.perf_counter()
     if scenario.privacy.metrics:
-        metrics.update(evaluate(
-            data.x_train, data.y_train, x_rel, y_rel, groups=getattr(anon, "groups_", None),
-            X_control=data.x_query, aux_fraction=scenario.privacy.aux_fraction,
-            seed=derive_seed(scenario.seed, "attack", data.partition_id), max_samples=scenario.privacy.max_samples,
-        ))
+        def attack(x_seen: np.ndarray) -> dict[str, float]:
+            return evaluate(data.x_train, data.y_train, x_seen, y_rel, groups=getattr(anon, "groups_", None),
+                            X_control=data.x_query, aux_fraction=scenario.privacy.aux_fraction,
+                            seed=derive_seed(scenario.seed, "attack", data.partition_id),
+                            max_samples=scenario.privacy.max_samples)
+
+        # the server holds what it computed itself (a pca basis): it attacks the inverted release
+        metrics.update(attack(anon.invert(x_rel) if anon.inverted_with == "public" else x_rel))
+        if anon.inverted_with == "key":
+            metrics.update({f"insider.{k}": v for k, v in attack(anon.invert(x_rel)).items()})
     knn_params = scenario.classifiers.get("knn", {"k": 5})
     metrics.update(local_utility(data, x_rel, y_rel, q_rel, knn_params))
     return Release(
@@ -218,7 +229,7 @@ def anonymize(scenario: Scenario, data: ClientData, method: str, params: dict[st
 
 
 def shared_statistics(scenario: Scenario, data: ClientData, method: str, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Sufficient statistics a keyed method (pca) needs from every client to fit ONE shared
+    """Sufficient statistics a method (pca) needs from every client to fit ONE shared
     transform (federated estimate); only aggregates leave the client."""
     anon = make_anonymizer(scenario, method, params, data.partition_id)
     return anon.shared_statistics(data.x_train)

@@ -49,6 +49,14 @@ PathLike = str | os.PathLike
 class DatasetError(ValueError):
     """The requested dataset is missing, corrupt or laid out wrongly (a configuration problem)."""
 
+    def __init__(self, message: str = "") -> None:
+        # torch's DataLoader re-raises a worker's error as DatasetError("Caught DatasetError in
+        # DataLoader worker process 0. Original Traceback ... DatasetError: <message>"): keep the
+        # one line that says what is wrong.
+        if "Original Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split("DatasetError: ", 1)[-1]
+        super().__init__(message)
+
 
 class LabeledImageDataset(Dataset):
     """Uniform view over an image source: RGB PIL image -> transform, plus int label.
@@ -70,12 +78,22 @@ class LabeledImageDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, _ = self.source[index]
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        try:
+            image, _ = self.source[index]
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as err:  # PIL: not an image, truncated, bad header
+            raise DatasetError(f"cannot decode image {self.describe(index)} "
+                               f"({type(err).__name__}: {' '.join(str(err).split())}); "
+                               "replace or remove that file") from None
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.targets[index])
+
+    def describe(self, index: int) -> str:
+        """Where image ``index`` comes from: its file for image folders, else its index."""
+        samples = getattr(self.source, "samples", None)
+        return str(samples[index][0]) if samples is not None else f"#{index} of {type(self.source).__name__}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={len(self)}, classes={len(self.classes)}, source={type(self.source).__name__})"

@@ -5,6 +5,10 @@ the architecture and its preprocessing, the inference precision, the dataset (na
 resolved root, split, size and a hash of its labels) and the exact image indices.  Any
 change of key recomputes; entries are written atomically, so concurrent clients never
 read a partial file.  The location is ``$FEDSIM_CACHE_DIR`` or ``~/.cache/fedsim``.
+
+A cache folder that cannot be written (read-only, not a folder, no permission) is not an
+error: entries already there are still read, new embeddings are just not stored, and each
+process says so once in a warning.
 """
 
 from __future__ import annotations
@@ -51,6 +55,30 @@ def embedding_key(
     }
 
 
+_UNWRITABLE_WARNED: set[str] = set()  # cache roots this process has already warned about
+
+
+def writable_problem(root: Path) -> str | None:
+    """Why new entries cannot be stored under ``root`` (None: they can), by trying it."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".probe-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror or err}"
+    return None
+
+
+def warn_unwritable(root: Path, problem: str) -> None:
+    """One warning per cache root and process."""
+    if str(root) not in _UNWRITABLE_WARNED:
+        _UNWRITABLE_WARNED.add(str(root))
+        log.warning("embedding cache %s is not writable (%s): cached embeddings are still read, new ones "
+                    "are not stored; set extractor.cache_dir or $FEDSIM_CACHE_DIR to a writable folder, "
+                    "or extractor.cache = false", root, problem)
+
+
 class EmbeddingCache:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir() / "embeddings"
@@ -69,19 +97,28 @@ class EmbeddingCache:
             log.warning("ignoring unreadable cache entry %s: %s", path, err)
             return None
 
-    def put(self, key: dict[str, Any], emb: np.ndarray) -> Path:
+    def put(self, key: dict[str, Any], emb: np.ndarray) -> Path | None:
+        """Store an entry; None when the cache folder cannot be written (warned once)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".npy.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".npy.tmp")
+        except OSError as err:
+            warn_unwritable(self.root, f"{type(err).__name__}: {err.strerror or err}")
+            return None
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
             os.chmod(tmp, 0o644)  # mkstemp makes 0600
             os.replace(tmp, path)
+            path.with_suffix(".json").write_text(json.dumps(key, indent=1, sort_keys=True))
+        except OSError as err:  # disk full, quota: the run goes on without this entry
+            Path(tmp).unlink(missing_ok=True)
+            warn_unwritable(self.root, f"{type(err).__name__}: {err.strerror or err}")
+            return None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        path.with_suffix(".json").write_text(json.dumps(key, indent=1, sort_keys=True))
         return path
 
 

@@ -18,7 +18,7 @@ from fedsim.data import load_dataset
 from fedsim.device import best_device
 from fedsim.extractors.cache import EmbeddingCache, cached_extract
 from fedsim.extractors.extract import precision_for, progress_bar
-from fedsim.report.embedding_plots import plot_embeddings, plot_knn_samples
+from fedsim.plotting import plot_embeddings, plot_knn_samples
 
 log = logging.getLogger(__name__)
 

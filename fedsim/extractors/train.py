@@ -256,7 +256,7 @@ def _payload(cfg: TrainConfig, model: nn.Module, classes: list[str], history: li
 
 def plot_history(history: list[dict[str, float]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train (augmented) vs validation (clean)."""
-    from fedsim.report.figures import pyplot, save_figure
+    from fedsim.plotting import pyplot, save_figure
 
     plt = pyplot()
     epochs = [h["epoch"] for h in history]

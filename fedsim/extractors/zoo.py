@@ -236,7 +236,7 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     except ValueError:
         raise
     except Exception as err:  # unpickling refused, truncated file, not a torch file ...
-        raise ValueError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from None
+        raise ValueError(_unreadable(path, err)) from None
     if isinstance(payload, dict):
         for key in ("model", "state_dict"):
             if isinstance(payload.get(key), dict):
@@ -247,6 +247,25 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     ):
         raise ValueError(f"{path}: not a state_dict (expected a mapping of parameter names to tensors)")
     return {k: v.float() if v.is_floating_point() else v for k, v in payload.items()}
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """One line saying why a weights file could not be read (torch's own texts run to a
+    paragraph): not a checkpoint at all, a damaged one, or one holding more than tensors."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as os_err:
+        return f"{path}: cannot read weights ({os_err.strerror})"
+    if path.suffix != ".safetensors" and not head.startswith((b"PK\x03\x04", b"\x80")):
+        return (f"{path}: not a torch checkpoint (neither torch.save's zip format nor a pickle); "
+                "expected a .pt/.pth state_dict or a .safetensors file")
+    text = " ".join(str(err).split())
+    if text.startswith("Weights only load failed"):
+        return (f"{path}: holds Python objects besides tensors (a pickled model?), which fedsim does not "
+                "unpickle; save model.state_dict() instead")
+    first = text.split(". ")[0][:200]
+    return f"{path}: cannot read weights, the file is damaged or truncated ({type(err).__name__}: {first})"
 
 
 def _short(keys: list[str], n: int = 5) -> str:

@@ -251,3 +251,21 @@ def default_schedule(n_rounds: int, seed: int) -> list[Domain]:
     later = n_rounds - 1
     return [Domain(CLEAN)] + [Domain(order[r % len(order)], 1 + (r * MAX_SEVERITY) // later)
                               for r in range(later)]
+
+
+def round_domains(setting: str, n_rounds: int, domains: list[str], seed: int) -> list[Domain]:
+    """The image domain of each online round: all clean in the ``iid`` setting; in
+    ``domain_shift`` the listed ``domains`` or, when none are listed, :func:`default_schedule`."""
+    if setting == "iid":
+        return [parse_domain(CLEAN)] * n_rounds
+    if domains:
+        return [parse_domain(d) for d in domains]
+    return default_schedule(n_rounds, seed)
+
+
+def distinct_domains(schedule: list[Domain]) -> list[Domain]:
+    """The distinct domains of a schedule, in first-appearance order (the test domains)."""
+    seen: dict[str, Domain] = {}
+    for d in schedule:
+        seen.setdefault(d.label, d)
+    return list(seen.values())

@@ -26,6 +26,10 @@ from fedsim.anonymizers.gan import _Net, _materialise, _one_thread_on_cpu, label
 from fedsim.device import best_device
 
 
+#: suffix of the twin of a classifier trained with generative replay ("knn+replay")
+REPLAY_SUFFIX = "+replay"
+
+
 class ReplayGenerator:
     """A conditional GAN trained continually on (X, y) batches of a ``num_classes`` problem."""
 

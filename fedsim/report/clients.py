@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.report.figures import pyplot, save_figure
+from fedsim.plotting import pyplot, save_figure
 
 #: metrics compared across clients (key in results.json, label with direction)
 CLIENT_METRICS = [

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.report.figures import pyplot, save_figure
+from fedsim.plotting import pyplot, save_figure
 from fedsim.report.results import write_text
 from fedsim.report.summary import PRIVACY_KEYS
 from fedsim.report.sweep import write_csv

@@ -18,6 +18,7 @@ from typing import Any
 from fedsim.report.clients import CLIENT_METRICS, client_table, label_entropy, write_client_plots
 from fedsim.report.results import write_text
 from fedsim.report.summary import ONLINE_COLUMNS, PRIVACY_KEYS
+from fedsim.report.traffic import plot_traffic, traffic_rows
 
 Block = tuple
 
@@ -56,10 +57,10 @@ def _section_overview(results: dict[str, Any], run_dir: Path) -> list[Block]:
 def _section_partition(results: dict[str, Any], run_dir: Path) -> list[Block]:
     rows = []
     for c in sorted(results["clients"], key=lambda c: (c["id"] is None, c["id"] or 0)):
-        if c.get("status") != "ok":
+        if "n_train" not in c:  # failed before its first release
             rows.append([c["id"], "failed", "-", "-", "-", c.get("error", "")[:80]])
             continue
-        rows.append([c["id"], "ok", c["n_train"], c["n_query"], label_entropy(c["label_histogram"]),
+        rows.append([c["id"], c["status"], c["n_train"], c["n_query"], label_entropy(c["label_histogram"]),
                      c.get("embedding_cache", "-")])
     blocks: list[Block] = [("h2", "Data partition"),
                            ("table", ["client", "status", "n_train", "n_query", "label entropy (bits)",
@@ -106,6 +107,57 @@ def _section_privacy(results: dict[str, Any], run_dir: Path) -> list[Block]:
         name = f"clients_{key}.png"
         if (run_dir / name).is_file():
             blocks.append(("img", name, title))
+    return blocks
+
+
+def _section_attackers(results: dict[str, Any]) -> list[Block]:
+    """Server vs insider, for the keyed methods (the insider also holds the federation key)."""
+    keyed = [r for r in results.get("releases", []) if r.get("privacy_insider")]
+    if not keyed:
+        return []
+    keys = [k for k in ("reidentification_rate", "mia_auc", "inversion_cosine", "inversion_mse", "near_overlap")
+            if any(k in r["privacy"] for r in keyed)]
+    rows = [[r["label"], attacker] + [table.get(k) for k in keys]
+            for r in keyed for attacker, table in (("server", r["privacy"]), ("insider", r["privacy_insider"]))]
+    return [("h2", "Attackers: server and insider"),
+            ("p", "**server** holds what it received (every release, plus the auxiliary known pairs the attacks "
+                  "assume); it never holds the federation key, which is a client-side secret. **insider** also "
+                  "holds the key (another client, or a leaked key file) and inverts the keyed transform before "
+                  "attacking. The gap between the two rows is what the key protects."),
+            ("table", ["configuration", "attacker"] + keys, rows)]
+
+
+def _section_wire(results: dict[str, Any], run_dir: Path) -> list[Block]:
+    """Evaluation mode, what was flagged, failures and bytes on the wire."""
+    blocks: list[Block] = [("h2", "What crossed the wire")]
+    flags = []
+    for r in results.get("releases", []):
+        ev = r.get("evaluation", {})
+        if ev.get("queries_in_clear"):
+            flags.append(f"`{r['label']}`: server-side evaluation sent the clients' query embeddings UNCHANGED "
+                         "(the method does not transform queries); use `federation.evaluation = \"client\"` to keep them local.")
+        if ev.get("pool_shared_with_clients"):
+            flags.append(f"`{r['label']}`: the kNN pool -- every client's release -- was shipped to every client "
+                         "(`federation.share_pool_with_clients = true`).")
+        for name, why in ev.get("not_evaluated", {}).items():
+            flags.append(f"`{r['label']}` / {name}: not evaluated: {why}.")
+    mode = results.get("evaluation", "server")
+    blocks.append(("p", f"Evaluation on the **{mode}**: " + (
+        "clients sent their queries transformed by the method's per-record part; the server scored them."
+        if mode == "server" else "the server shipped compact models; clients scored their own queries.")))
+    blocks += [("p", "**Flag:** " + f) for f in flags]
+    failures = results.get("failures") or []
+    if failures:
+        blocks += [("h3", "Failures"), ("table", ["client", "phase", "configuration", "round", "reason"],
+                                        [[f["client"], f["phase"], f["index"], f["round"], f["reason"][:160]]
+                                         for f in failures])]
+    if results.get("traffic"):
+        t = results["traffic"]
+        blocks += [("p", f"Clients sent {t['total_sent_bytes'] / 1e6:.2f} MB and received "
+                         f"{t['total_received_bytes'] / 1e6:.2f} MB in all."),
+                   ("table", ["client", "sent (bytes)", "received (bytes)", "sent per phase"], traffic_rows(results))]
+        if (run_dir / "traffic.png").is_file():
+            blocks.append(("img", "traffic.png", "Bytes each client sent (by phase) and received."))
     return blocks
 
 
@@ -164,6 +216,8 @@ def report_blocks(run_dir: Path, results: dict[str, Any]) -> list[Block]:
         *_section_partition(results, run_dir),
         *_section_accuracy(results),
         *_section_privacy(results, run_dir),
+        *_section_attackers(results),
+        *_section_wire(results, run_dir),
         *_section_plots(run_dir, "Privacy-utility trade-off", ["tradeoff_*.png"],
                         "Each point is one configuration; the line joins the Pareto front."),
         *_section_plots(run_dir, "Embeddings", ["embeddings_*.png", "knn_samples.png"],
@@ -243,6 +297,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         raise FileNotFoundError(f"{run_dir}: no results.json (is this a fedsim run folder?)")
     results = json.loads(path.read_text(encoding="utf-8"))
     write_client_plots(run_dir, results)
+    plot_traffic(results, run_dir / "traffic.png")
     blocks = report_blocks(run_dir, results)
     write_text(run_dir / "report.md", to_markdown(blocks))
     write_text(run_dir / "report.html", to_html(blocks, run_dir))

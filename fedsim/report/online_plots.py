@@ -3,17 +3,13 @@ heatmap, and average accuracy against the incoming batch size (the study's plot)
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedsim.report.figures import pyplot, save_figure
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_")
+from fedsim.labels import label_slug
+from fedsim.plotting import pyplot, save_figure
 
 
 def _colors(names) -> dict[str, Any]:
@@ -107,7 +103,7 @@ def write_online_plots(run_dir: Path, results: dict[str, Any]) -> list[Path]:
     entries = results.get("online") or []
     written = []
     for e in entries:
-        slug = _slug(e["label"])
+        slug = label_slug(e["label"])
         written.append(plot_accuracy_per_round(e, Path(run_dir) / f"online_accuracy-{slug}.png"))
         written.append(plot_R(e, Path(run_dir) / f"online_R-{slug}.png"))
     vs = plot_accuracy_vs_batch_size(entries, Path(run_dir) / "online_accuracy_vs_batch_size.png")

@@ -1,6 +1,10 @@
 """Atomic run folders: everything is written to a hidden temporary folder that is renamed
 to ``<output_dir>/<YYYYmmdd-HHMMSS>-<name>`` only when the run has finished, so a crash
-never leaves a half-written result behind (a failed run keeps its log in ``*-failed``)."""
+never leaves a half-written result behind (a failed run keeps its log in ``*-failed``).
+
+An interrupted run (Ctrl-C, SIGTERM) is never deleted: it is kept as ``*-failed`` with its
+log, unless the driver had already marked it complete (results and report written), in
+which case it gets its normal name.  The final rename is shielded from a second signal."""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from fedsim.config import to_toml
+from fedsim.interrupts import deferred_interrupts
 from fedsim.logs import file_handler
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ class RunFolder:
         self.name = name
         self.scenario = scenario
         self.final_path: Path | None = None
+        self.completed = False
 
     def __enter__(self) -> "RunFolder":
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +79,11 @@ class RunFolder:
             root.setLevel(logging.INFO)
         return self
 
+    def mark_complete(self) -> None:
+        """The results and the report are written: from here on an interrupt (Ctrl-C,
+        SIGTERM) keeps the run under its normal name instead of ``-failed``."""
+        self.completed = True
+
     def _target(self, suffix: str = "") -> Path:
         base = self.output_dir / f"{self.stamp}-{self.name}{suffix}"
         candidate, n = base, 1
@@ -83,18 +93,20 @@ class RunFolder:
         return candidate
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if exc is not None:
-            log.error("run failed: %s: %s", type(exc).__name__, exc)
-        root = logging.getLogger()
-        root.removeHandler(self._handler)
-        root.setLevel(self._old_level)
-        self._handler.close()
-        if exc is None:
-            self.final_path = self._target()
-        elif isinstance(exc, KeyboardInterrupt):
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        else:
-            self.final_path = self._target("-failed")
-        os.chmod(self.path, 0o755)  # mkdtemp makes 0700
-        os.replace(self.path, self.final_path)
+        with deferred_interrupts():  # a second Ctrl-C must not leave the hidden folder behind
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            if interrupted:
+                how = getattr(exc, "signal_name", "SIGINT")
+                log.warning("run interrupted by %s%s", how, " after it had completed" if self.completed else "")
+            elif exc is not None:
+                log.error("run failed: %s: %s", type(exc).__name__, exc)
+            root = logging.getLogger()
+            root.removeHandler(self._handler)
+            root.setLevel(self._old_level)
+            self._handler.close()
+            failed = exc is not None and not (interrupted and self.completed)
+            self.final_path = self._target("-failed" if failed else "")
+            os.chmod(self.path, 0o755)  # mkdtemp makes 0700
+            os.replace(self.path, self.final_path)
+            if interrupted:
+                log.warning("run folder kept as %s", self.final_path)

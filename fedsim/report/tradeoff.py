@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fedsim.report.figures import pyplot, save_figure
+from fedsim.plotting import pyplot, save_figure
 
 
 def pareto_front(x: Sequence[float], y: Sequence[float], better_x: str, better_y: str) -> np.ndarray:

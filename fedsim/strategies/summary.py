@@ -16,14 +16,6 @@ from fedsim.config import Scenario
 from fedsim.report.environment import environment
 
 
-
-def config_label(method: str, params: dict[str, Any]) -> str:
-    """``gaussian(noise_scale=0.1)``; just the name without parameters."""
-    if not params:
-        return method
-    return f"{method}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
-
-
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
@@ -33,58 +25,71 @@ def _reference(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((r for r in rounds if r["method"] == "none" and not r["params"]), None)
 
 
-def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def _split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """(server attacker's metrics, insider's metrics) from a client's ``insider.``-prefixed keys."""
+    server = {k: v for k, v in metrics.items() if not k.startswith("insider.")}
+    insider = {k[len("insider."):]: v for k, v in metrics.items() if k.startswith("insider.")}
+    return server, insider
+
+
+def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, Any]:
+    loss = {c: (ref["accuracy"][c] - a) if ref else math.nan for c, a in r["accuracy"].items()}
+    clients = []
+    for pid, out in sorted(r["outcomes"].items()):
+        acc = r["per_client"].get(pid, {})
+        ref_acc = ref["per_client"].get(pid, {}) if ref else {}
+        server, insider = _split_metrics(out.metrics)
+        clients.append({
+            "id": pid, "n_released": out.n_released, "accuracy": acc,
+            "accuracy_loss": {c: ref_acc[c] - a if c in ref_acc else math.nan for c, a in acc.items()},
+            "metrics": server, **({"metrics_insider": insider} if insider else {}),
+            "timings": {"anonymize_s": float(out.timings.get("anonymize_s", math.nan)),
+                        "measure_s": float(out.timings.get("measure_s", math.nan))},
+        })
+    entry = {
+        "index": r["index"], "label": r["label"], "method": r["method"], "params": r["params"],
+        "accuracy": r["accuracy"], "accuracy_loss": loss,
+        "privacy": _client_means(clients, "metrics"),
+        "clients": clients, "evaluation": r["evaluation"],
+        "failed": [{k: f[k] for k in ("client", "round", "phase", "reason")} for f in r["failures"]],
+        "timings": r["timings"],
+    }
+    if any("metrics_insider" in c for c in clients):
+        entry["privacy_insider"] = _client_means(clients, "metrics_insider")
+    return entry
+
+
+def _client_means(clients: list[dict[str, Any]], key: str) -> dict[str, float]:
+    names = sorted({k for c in clients for k in c.get(key, {})})
+    return {k: _mean([c.get(key, {}).get(k, math.nan) for c in clients]) for k in names}
+
+
+def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]], failures: list[dict[str, Any]],
+                     num_clients: int) -> dict[str, Any]:
+    """The results.json document from the strategies' per-configuration results."""
     ref = _reference(rounds)
     listed = [r for r in rounds if not (r is ref and "none" not in scenario.anonymizers)] or rounds
-    first = listed[0]
-    releases = []
-    for r in rounds:
-        loss = {c: (ref["accuracy"][c] - a) if ref else math.nan for c, a in r["accuracy"].items()}
-        clients = []
-        for rel in r["releases"]:
-            acc = r["per_client"].get(rel.partition_id, {})
-            ref_acc = ref["per_client"].get(rel.partition_id, {}) if ref else {}
-            clients.append({
-                "id": rel.partition_id,
-                "n_released": int(len(rel.y_train)),
-                "accuracy": acc,
-                "accuracy_loss": {c: ref_acc[c] - a if c in ref_acc else math.nan for c, a in acc.items()},
-                "metrics": rel.metrics,
-                "timings": {"anonymize_s": float(rel.info.get("anonymize-s", math.nan)),
-                            "measure_s": float(rel.info.get("measure-s", math.nan))},
-            })
-        metric_names = sorted({k for c in clients for k in c["metrics"]})
-        releases.append({
-            "index": r["index"], "label": r["label"], "method": r["method"], "params": r["params"],
-            "accuracy": r["accuracy"], "accuracy_loss": loss,
-            "privacy": {k: _mean([c["metrics"].get(k, math.nan) for c in clients]) for k in metric_names},
-            "clients": clients,
-            "failed": [{"id": f["id"], "node_id": f["node_id"], "error": f["error"]} for f in r["failures"]],
-            "timings": r["timings"],
-        })
-
-    failed_ids: dict[Any, dict[str, Any]] = {}
-    for r in rounds:
-        for f in r["failures"]:
-            failed_ids.setdefault(f["id"] if f["id"] is not None else f"node-{f['node_id']}", f)
-    ok_releases: dict[int, Any] = {}
+    first = listed[0] if listed else {"method": "none", "params": {}, "accuracy": {}, "per_client": {}}
+    releases = [_release_entry(r, ref) for r in rounds]
+    failed = {f["client"]: f for f in failures}
+    outcomes: dict[int, Any] = {}
     for r in rounds:  # a client's first release: its extraction (cache hit or miss) happened then
-        for rel in r["releases"]:
-            ok_releases.setdefault(rel.partition_id, rel)
+        for pid, out in r["outcomes"].items():
+            outcomes.setdefault(pid, out)
     clients = []
-    for pid in sorted(ok_releases):
-        if pid in failed_ids:
-            continue
-        rel = ok_releases[pid]
-        clients.append({
-            "id": pid, "status": "ok", "n_train": int(rel.info["n-train"]), "n_query": int(rel.info["n-query"]),
-            "label_histogram": [int(c) for c in rel.info["label-histogram"]],
-            "accuracy": first["per_client"].get(pid, {}),
-            "embedding_cache": rel.info["embedding-cache"],
-            "timings": {"extract_s": float(rel.info["extract-s"])},
-        })
-    clients += [{"id": f["id"], "status": "failed", "node_id": f["node_id"], "error": f["error"]}
-                for f in failed_ids.values()]
+    for pid in sorted(outcomes):
+        out = outcomes[pid]
+        entry = {"id": pid, "status": "failed" if pid in failed else "ok", "n_train": out.n_train,
+                 "n_query": out.n_query, "label_histogram": out.label_histogram,
+                 "accuracy": first["per_client"].get(pid, {}), "embedding_cache": out.embedding_cache,
+                 "timings": {"extract_s": float(out.timings.get("extract_s", math.nan))}}
+        if pid in failed:
+            entry["failure"] = {k: failed[pid][k] for k in ("round", "phase", "reason")}
+            entry["error"] = failed[pid]["reason"]
+        clients.append(entry)
+    clients += [{"id": f["client"], "status": "failed", "node_id": f["node_id"], "error": f["reason"],
+                 "failure": {k: f[k] for k in ("round", "phase", "reason")}}
+                for f in failures if f["client"] not in outcomes]
     fed = scenario.federation
     return {
         "fedsim_version": __version__,
@@ -95,11 +100,14 @@ def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]]) -> dict[s
         "partition": scenario.partition.method,
         "extractor": scenario.extractor.name,
         "anonymizer": {"method": first["method"], "params": first["params"]},
-        "num_clients": fed.num_clients,
-        "num_failed": len(failed_ids),
+        "num_clients": num_clients,
+        "num_failed": len(failed),
+        "min_clients": fed.quorum(),
+        "evaluation": fed.evaluation,
         "clients": clients,
         "accuracy": first["accuracy"],
         "releases": releases,
+        "failures": [{k: f[k] for k in ("round", "index", "phase", "client", "reason")} for f in failures],
         "timings": {"collect_s": sum(r["timings"]["collect_s"] for r in rounds)},
         "environment": environment(),
     }

@@ -15,35 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from fedsim import classifiers
 from fedsim.clients.release import (ClientData, Release, _dataset, anonymize, client_data, embedding_scope,
                                     extractor_for, scenario_indices)
 from fedsim.config import Scenario
 from fedsim.device import best_device
 from fedsim.extractors.cache import EmbeddingCache, cached_extract
-from fedsim.online.corruptions import CorruptTransform, Domain, default_schedule, parse_domain
+from fedsim.online.corruptions import CorruptTransform, Domain
 from fedsim.online.stream import BatchStream
 from fedsim.seeding import derive_seed
-
-REPLAY_SUFFIX = "+replay"
-
-
-def schedule(scenario: Scenario) -> list[Domain]:
-    """The image domain of each round (all clean in the iid setting)."""
-    on = scenario.online
-    if on.setting == "iid":
-        return [parse_domain("clean")] * on.rounds
-    if on.domains:
-        return [parse_domain(d) for d in on.domains]
-    return default_schedule(on.rounds, derive_seed(scenario.seed, "domain-schedule"))
-
-
-def test_domains(scenario: Scenario) -> list[Domain]:
-    """The distinct test domains, in first-appearance order (one in the iid setting)."""
-    seen: dict[str, Domain] = {}
-    for d in schedule(scenario):
-        seen.setdefault(d.label, d)
-    return list(seen.values())
 
 
 def stream_for(scenario: Scenario, data: ClientData, batch_size: int) -> BatchStream:
@@ -81,41 +60,25 @@ def _in_domain(scenario: Scenario, data: ClientData, num_partitions: int, split:
 
 
 def round_release(scenario: Scenario, pid: int, num_partitions: int, method: str, params: dict[str, Any],
-                  round_index: int, batch_size: int) -> tuple[Release, dict[str, np.ndarray], dict[str, float]]:
+                  round_index: int, batch_size: int, key: int | None
+                  ) -> tuple[Release, dict[str, np.ndarray], dict[str, float]]:
     """(release of this round's new records, transformed queries of every test domain, info)."""
     t0 = time.perf_counter()
     data = client_data(scenario, pid, num_partitions, progress=False)
     idx = stream_for(scenario, data, batch_size).batch(round_index)
-    domain = schedule(scenario)[round_index]
+    domain = scenario.online.schedule(scenario.seed)[round_index]
     x_batch = _in_domain(scenario, data, num_partitions, "train", domain)[idx]
-    domains = test_domains(scenario)
+    domains = scenario.online.test_domains(scenario.seed)
     queries = {d.label: _in_domain(scenario, data, num_partitions, "test", d) for d in domains}
     t_extract = time.perf_counter() - t0
     batch = ClientData(partition_id=pid, x_train=x_batch, y_train=data.y_train[idx],
                        x_query=queries[domain.label], y_query=data.y_query,
                        label_histogram=data.label_histogram, timings={"extract_s": t_extract},
                        embedding_cache=data.embedding_cache)
-    rel = anonymize(scenario, batch, method, params)
+    rel = anonymize(scenario, batch, method, params, key=key)
     transformed = {label: rel.anonymizer.transform_queries(q) for label, q in queries.items()}
     info = {"domain": domain.label, "extract_s": t_extract, "n_batch": float(len(idx))}
     return rel, transformed, info
-
-
-def score_domains(states: dict[str, dict[str, np.ndarray]], classifier_params: dict[str, dict[str, Any]],
-                  queries: dict[Any, np.ndarray], labels: np.ndarray
-                  ) -> tuple[dict[str, dict[Any, int]], dict[str, float]]:
-    """Correct predictions of every classifier on every domain's queries, and the seconds
-    each classifier took to predict them all."""
-    correct: dict[str, dict[Any, int]] = {}
-    seconds: dict[str, float] = {}
-    for name, state in states.items():
-        base = name.removesuffix(REPLAY_SUFFIX)
-        clf = classifiers.create(base, **classifier_params[base]).set_state(state)
-        t0 = time.perf_counter()
-        correct[name] = {label: int((clf.predict(q) == labels).sum()) if len(labels) else 0
-                         for label, q in queries.items()}
-        seconds[name] = time.perf_counter() - t0
-    return correct, seconds
 
 
 def check_rounds(scenario: Scenario) -> None:

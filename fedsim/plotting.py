@@ -1,18 +1,40 @@
-"""Embedding figures: a 2-D projection coloured by class, and kNN sample neighbourhoods.
+"""Headless matplotlib, one way to save a figure, and the embedding figures.
 
-Unlike the original study, the projection is fitted ONCE on train and test points
-together, so the two panels share axes and can be compared; and the kNN figure shows
-the raw images as stored (no de-normalisation guesswork).
+Kept below every layer that draws (extractor training and evaluation, the driver's run
+plots, the report) so that none of them imports another to plot.  The projection is fitted
+ONCE on all panels so they share axes (the original study fitted each apart), and the kNN
+figure shows the images as stored (no de-normalisation guesswork).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from fedsim.report.figures import pyplot, save_figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` with the Agg backend (runs without a display, e.g. in Ray workers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120, tight: bool = False) -> Path:
+    """Write ``fig`` as PNG (creating the folder) and free it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
+    pyplot().close(fig)
+    return path
 
 
 def project_2d(X: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
@@ -31,7 +53,7 @@ def project_2d(X: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
 
 
-def _palette(n: int):
+def _palette(n: int) -> list[Any]:
     plt = pyplot()
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20" if n <= 20 else "gist_ncar")
     return [cmap(i / max(1, n - 1)) if n > 20 else cmap(i) for i in range(n)]

@@ -1,0 +1,345 @@
+"""Every message between the server and a client, in ONE place: fields, dtypes, shapes,
+limits, encoding to Flower records and validation of what arrives.
+
+The server is the adversary the privacy numbers are about, so this module is also the
+list of what it can see (the README's threat model is written from it).  A reply is
+decoded and validated completely before any of it is used: a reply that fails is
+rejected whole with a :class:`ProtocolError` naming the reason, and never half-enters a
+pool.
+
+Message types (Flower routes ``<category>.<action>`` to the ClientApp's handlers):
+
+=================  ========================  ============================================
+phase              Flower message type       reply
+=================  ========================  ============================================
+``stats``          ``query.stats``           :class:`StatsReply`   (pca: n, sum, X^T X)
+``release``        ``train.release``         :class:`ReleaseReply` (one configuration)
+``evaluate``       ``evaluate.release``      :class:`ScoresReply`  (client-side scoring)
+``online``         ``train.online``          :class:`ReleaseReply` (one online round)
+``online_evaluate````evaluate.online``       :class:`ScoresReply`  (every test domain)
+=================  ========================  ============================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+MESSAGE_TYPES = {
+    "stats": "query.stats",
+    "release": "train.release",
+    "evaluate": "evaluate.release",
+    "online": "train.online",
+    "online_evaluate": "evaluate.online",
+}
+PHASES = tuple(MESSAGE_TYPES)
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the text is the reason recorded."""
+
+
+# ------------------------------------------------------------------------------ requests
+
+
+@dataclass
+class Request:
+    """What the server asks; the same fields for every phase (unused ones keep defaults).
+
+    ``send_queries``: the client also returns its transformed queries (server-side
+    evaluation).  ``arrays`` are named array groups: ``shared`` (a federated transform,
+    pca), ``classifier.<name>`` (a fitted model for client-side scoring)."""
+
+    phase: str
+    index: int  # configuration index
+    method: str
+    params: dict[str, Any]
+    round: int = 0
+    batch_size: int = 0
+    send_queries: bool = True
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def to_message(self, node_id: int) -> Message:
+        if self.phase not in MESSAGE_TYPES:
+            raise ProtocolError(f"unknown phase {self.phase!r}; allowed: {', '.join(PHASES)}")
+        config = ConfigRecord({"phase": self.phase, "index": self.index, "method": self.method,
+                               "params": json.dumps(self.params), "round": self.round,
+                               "batch-size": self.batch_size, "send-queries": self.send_queries})
+        content: dict[str, Any] = {"config": config}
+        for name, group in self.arrays.items():
+            content[name] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in group.items()})
+        return Message(RecordDict(content), message_type=MESSAGE_TYPES[self.phase], dst_node_id=node_id,
+                       group_id=f"{self.phase}-{self.index}-{self.round}")
+
+    @classmethod
+    def from_message(cls, msg: Message) -> "Request":
+        try:
+            cfg = msg.content["config"]
+            arrays = {name: {k: v.numpy() for k, v in rec.items()}
+                      for name, rec in msg.content.array_records.items()}
+            return cls(phase=str(cfg["phase"]), index=int(cfg["index"]), method=str(cfg["method"]),
+                       params=json.loads(str(cfg["params"])), round=int(cfg["round"]),
+                       batch_size=int(cfg["batch-size"]), send_queries=bool(cfg["send-queries"]),
+                       arrays=arrays)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProtocolError(f"malformed request: {type(err).__name__}: {err}") from None
+
+    def classifier_states(self) -> dict[str, dict[str, np.ndarray]]:
+        return {name.removeprefix("classifier."): state for name, state in self.arrays.items()
+                if name.startswith("classifier.")}
+
+
+# ------------------------------------------------------------------------------ replies
+
+
+@dataclass
+class Limits:
+    """What the server accepts from one client's reply.
+
+    ``dim`` is the embedding dimension of the configuration (set by the first accepted
+    release; every other client must match); ``num_classes`` comes from the clients'
+    first releases and must agree; ``max_rows`` is ``federation.max_release_rows``;
+    ``release_rows(n)`` the most rows the configured method releases from n records
+    (n itself, except for synthesizing methods asked for more samples)."""
+
+    max_rows: int
+    dim: int | None = None
+    num_classes: int | None = None
+    release_rows: Callable[[int], int] = lambda n: n
+
+
+def _array(record: ArrayRecord, name: str, where: str) -> np.ndarray:
+    if name not in record:
+        raise ProtocolError(f"{where}: missing array {name!r}")
+    return record[name].numpy()
+
+
+def _check_matrix(x: np.ndarray, name: str, dim: int | None) -> None:
+    if x.dtype != np.float32 or x.ndim != 2:
+        raise ProtocolError(f"{name}: expected a float32 matrix, got {x.dtype} with shape {x.shape}")
+    if dim is not None and len(x) and x.shape[1] != dim:
+        raise ProtocolError(f"{name}: embedding dimension {x.shape[1]}, expected {dim} (as the other clients)")
+    if not np.isfinite(x).all():
+        raise ProtocolError(f"{name}: contains NaN or infinite values")
+
+
+def _check_labels(y: np.ndarray, name: str, rows: int, num_classes: int | None) -> None:
+    if y.dtype != np.int64 or y.shape != (rows,):
+        raise ProtocolError(f"{name}: expected int64 labels of shape ({rows},), got {y.dtype} {y.shape}")
+    if len(y) and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
+        top = "" if num_classes is None else f", {num_classes - 1}"
+        raise ProtocolError(f"{name}: labels must be in [0{top}], got [{y.min()}, {y.max()}]")
+
+
+@dataclass
+class ReleaseReply:
+    """One client's release for one configuration (or one online round).
+
+    What the server sees: ``x_train``/``y_train`` (the anonymized release, labels in
+    clear), with server-side evaluation ``x_query.<domain>``/``y_query`` (queries transformed
+    by the method's per-record part), ``n_train``/``n_query`` (sizes; the row limits),
+    ``num_classes``, in the client's first release only its training label histogram (the
+    report's partition table), the client's own privacy and utility measurements and
+    timings, and the state of its embedding cache."""
+
+    partition_id: int
+    x_train: np.ndarray
+    y_train: np.ndarray
+    n_train: int
+    n_query: int
+    num_classes: int
+    label_histogram: np.ndarray | None = None  # only in a client's first release (the partition table)
+    x_query: np.ndarray | None = None
+    y_query: np.ndarray | None = None
+    x_query_domains: list[np.ndarray] = field(default_factory=list)  # one matrix per test domain
+    metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    embedding_cache: str = "off"
+    domain: str = ""
+
+    def to_content(self) -> RecordDict:
+        arrays = {"x_train": self.x_train, "y_train": self.y_train}
+        if self.label_histogram is not None:
+            arrays["label_histogram"] = self.label_histogram
+        if self.y_query is not None:
+            arrays["y_query"] = self.y_query
+            queries = self.x_query_domains or ([self.x_query] if self.x_query is not None else [])
+            arrays.update({f"x_query.{j}": q for j, q in enumerate(queries)})
+        return RecordDict({
+            "release": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
+            "info": ConfigRecord({"partition-id": self.partition_id, "n-train": self.n_train,
+                                  "n-query": self.n_query, "num-classes": self.num_classes,
+                                  "embedding-cache": self.embedding_cache, "domain": self.domain}),
+            "metrics": MetricRecord({k: float(v) for k, v in self.metrics.items()}),
+            "timings": MetricRecord({k: float(v) for k, v in self.timings.items()}),
+        })
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "ReleaseReply":
+        try:
+            rec, info = content["release"], content["info"]
+            n_domains = sum(1 for k in rec if k.startswith("x_query."))
+            queries = [_array(rec, f"x_query.{j}", "release") for j in range(n_domains)]
+            return cls(
+                partition_id=int(info["partition-id"]), x_train=_array(rec, "x_train", "release"),
+                y_train=_array(rec, "y_train", "release"), n_train=int(info["n-train"]),
+                n_query=int(info["n-query"]), num_classes=int(info["num-classes"]),
+                label_histogram=rec["label_histogram"].numpy() if "label_histogram" in rec else None,
+                x_query=queries[0] if queries else None,
+                y_query=_array(rec, "y_query", "release") if "y_query" in rec else None,
+                x_query_domains=queries,
+                metrics=dict(content["metrics"]) if "metrics" in content else {},
+                timings=dict(content["timings"]) if "timings" in content else {},
+                embedding_cache=str(info["embedding-cache"]), domain=str(info["domain"]),
+            )
+        except ProtocolError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProtocolError(f"release: missing or malformed field ({type(err).__name__}: {err})") from None
+
+    def validate(self, limits: Limits, want_queries: bool, n_domains: int = 1) -> None:
+        """Every check the server makes before using a release; raises :class:`ProtocolError`."""
+        _check_matrix(self.x_train, "x_train", limits.dim)
+        if self.n_train < 0 or self.n_query < 0:
+            raise ProtocolError(f"negative sizes n_train={self.n_train}, n_query={self.n_query}")
+        if self.num_classes < 1 or (limits.num_classes is not None and self.num_classes != limits.num_classes):
+            raise ProtocolError(f"num_classes {self.num_classes} differs from the federation's {limits.num_classes}")
+        _check_labels(self.y_train, "y_train", len(self.x_train), self.num_classes)
+        allowed = min(limits.max_rows, limits.release_rows(self.n_train))
+        if len(self.x_train) > allowed:
+            raise ProtocolError(f"x_train has {len(self.x_train)} rows; at most {allowed} allowed (the client "
+                                f"owns {self.n_train} records; federation.max_release_rows = {limits.max_rows})")
+        hist = self.label_histogram
+        if hist is not None and (hist.dtype != np.int64 or hist.shape != (self.num_classes,)
+                                 or hist.min(initial=0) < 0 or int(hist.sum()) != self.n_train):
+            raise ProtocolError(f"label_histogram: expected {self.num_classes} non-negative int64 counts "
+                                f"summing to n_train={self.n_train}")
+        if not want_queries:
+            if self.y_query is not None:
+                raise ProtocolError("queries were sent but not asked for (client-side evaluation)")
+            return
+        if self.y_query is None:
+            raise ProtocolError("missing transformed queries (server-side evaluation asks for them)")
+        if len(self.x_query_domains) != n_domains:
+            raise ProtocolError(f"expected queries in {n_domains} test domain(s), got {len(self.x_query_domains)}")
+        _check_labels(self.y_query, "y_query", self.n_query, self.num_classes)
+        for j, q in enumerate(self.x_query_domains):
+            _check_matrix(q, f"x_query.{j}", self.x_train.shape[1] if len(self.x_train) else limits.dim)
+            if len(q) != self.n_query:
+                raise ProtocolError(f"x_query.{j}: {len(q)} rows, n_query = {self.n_query}")
+
+
+@dataclass
+class StatsReply:
+    """Sufficient statistics for a federated transform (pca): n, column sums, X^T X."""
+
+    partition_id: int
+    stats: dict[str, np.ndarray]
+
+    def to_content(self) -> RecordDict:
+        return RecordDict({"stats": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in self.stats.items()}),
+                           "info": ConfigRecord({"partition-id": self.partition_id})})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "StatsReply":
+        try:
+            rec = content["stats"]
+            return cls(int(content["info"]["partition-id"]), {k: _array(rec, k, "stats") for k in ("n", "sum", "outer")})
+        except ProtocolError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProtocolError(f"stats: missing or malformed field ({type(err).__name__}: {err})") from None
+
+    def validate(self, limits: Limits) -> None:
+        n, total, outer = self.stats["n"], self.stats["sum"], self.stats["outer"]
+        d = total.shape[0] if total.ndim == 1 else -1
+        if n.shape != (1,) or int(n[0]) < 1 or int(n[0]) > limits.max_rows:
+            raise ProtocolError(f"stats: n must be one count in [1, {limits.max_rows}], got {n.tolist()[:3]}")
+        if d < 1 or outer.shape != (d, d) or (limits.dim is not None and d != limits.dim):
+            raise ProtocolError(f"stats: sum {total.shape} and outer {outer.shape} do not match one dimension")
+        if not (np.isfinite(total).all() and np.isfinite(outer).all()):
+            raise ProtocolError("stats: contain NaN or infinite values")
+
+
+@dataclass
+class ScoresReply:
+    """Client-side scoring: correct predictions per classifier (and per test domain)."""
+
+    partition_id: int
+    n_query: int
+    correct: dict[str, list[int]]
+    infer_s: dict[str, float] = field(default_factory=dict)
+
+    def to_content(self) -> RecordDict:
+        return RecordDict({"scores": MetricRecord({
+            "partition-id": self.partition_id, "n-query": self.n_query,
+            **{f"infer-s.{n}": float(s) for n, s in self.infer_s.items()},
+            **{f"correct.{n}.{j}": int(c) for n, per in self.correct.items() for j, c in enumerate(per)}})})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "ScoresReply":
+        try:
+            rec = content["scores"]
+            correct: dict[str, dict[int, int]] = {}
+            for key, value in rec.items():
+                if key.startswith("correct."):
+                    name, j = key[len("correct."):].rsplit(".", 1)
+                    correct.setdefault(name, {})[int(j)] = int(value)
+            return cls(int(rec["partition-id"]), int(rec["n-query"]),
+                       {n: [per[j] for j in sorted(per)] for n, per in correct.items()},
+                       {k[len("infer-s."):]: float(v) for k, v in rec.items() if k.startswith("infer-s.")})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProtocolError(f"scores: missing or malformed field ({type(err).__name__}: {err})") from None
+
+    def validate(self, classifiers: list[str], n_domains: int, n_query: int | None) -> None:
+        if n_query is not None and self.n_query != n_query:
+            raise ProtocolError(f"scores: n_query {self.n_query}, the client's release said {n_query}")
+        for name in classifiers:
+            per = self.correct.get(name)
+            if per is None or len(per) != n_domains:
+                raise ProtocolError(f"scores: expected {n_domains} count(s) for classifier {name!r}")
+            if any(not 0 <= c <= self.n_query for c in per):
+                raise ProtocolError(f"scores: counts for {name!r} outside [0, {self.n_query}]")
+
+
+def error_content(partition_id: int, message: str) -> RecordDict:
+    """A client's own error reply (the exception text, first line first)."""
+    return RecordDict({"error": ConfigRecord({"partition-id": partition_id, "message": message})})
+
+
+def reply_error(msg: Message) -> str | None:
+    """The failure reason of an error reply (Flower's or the client's own), else None."""
+    if msg.has_error():
+        return f"Flower error code {msg.error.code}: {msg.error.reason}"
+    if "error" in msg.content:
+        return str(msg.content["error"]["message"])
+    return None
+
+
+REPLY_TYPES = {"stats": StatsReply, "release": ReleaseReply, "online": ReleaseReply,
+               "evaluate": ScoresReply, "online_evaluate": ScoresReply}
+
+
+def decode_reply(msg: Message, phase: str) -> StatsReply | ReleaseReply | ScoresReply:
+    """The typed reply of ``phase``; :class:`ProtocolError` when fields are missing."""
+    return REPLY_TYPES[phase].from_content(msg.content)
+
+
+def message_bytes(msg: Message) -> dict[str, Any]:
+    """What one message carries on the wire: array names, shapes, dtypes and bytes."""
+    arrays, total = [], 0
+    if msg.has_content():
+        content = msg.content
+        for rname, rec in content.array_records.items():
+            for name, arr in rec.items():
+                arrays.append({"name": f"{rname}.{name}", "shape": list(arr.shape), "dtype": str(arr.dtype),
+                               "bytes": len(arr.data)})
+                total += len(arr.data)
+        for rname, rec in [*content.config_records.items(), *content.metric_records.items()]:
+            total += len(json.dumps({k: v if not isinstance(v, bytes) else len(v) for k, v in rec.items()},
+                                    default=str))
+    return {"arrays": arrays, "bytes": total}

@@ -1,0 +1,210 @@
+"""What every fedsim server flow shares: a Flower ``Strategy`` bound to one anonymizer
+configuration, the federation state, and evaluation (server-side on the clients'
+transformed queries, or client-side with compact models).
+
+A flow is a subclass of :class:`FedsimStrategy` that implements Flower's
+``configure_train`` / ``aggregate_train`` (and, for client-side evaluation,
+``configure_evaluate`` / ``aggregate_evaluate`` come from here); the ServerApp runs it
+with Flower's own ``Strategy.start`` loop for ``num_rounds`` rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedsim import anonymizers, classifiers
+from fedsim.config import Scenario
+from fedsim.labels import config_label
+from fedsim.online.replay import REPLAY_SUFFIX
+from fedsim.protocol import Limits, ProtocolError, ReleaseReply, Request, ScoresReply
+from fedsim.strategies.federation import Federation, majority
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClientOutcome:
+    """What the server learned about one client in one configuration."""
+
+    partition_id: int
+    n_train: int
+    n_query: int
+    num_classes: int
+    label_histogram: list[int]
+    embedding_cache: str
+    n_released: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Scores:
+    """Correct predictions per client, classifier and test domain (server- or client-side)."""
+
+    n_query: dict[int, int] = field(default_factory=dict)
+    correct: dict[int, dict[str, list[int]]] = field(default_factory=dict)
+    infer_s: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def add(self, pid: int, n: int, correct: dict[str, list[int]], infer_s: dict[str, float]) -> None:
+        self.n_query[pid], self.correct[pid], self.infer_s[pid] = n, correct, infer_s
+
+
+def score_on_server(models: dict[str, Any], queries: dict[int, tuple[list[np.ndarray], np.ndarray]]) -> Scores:
+    """Every model on every client's transformed queries, per test domain."""
+    scores = Scores()
+    for pid, (domains, labels) in sorted(queries.items()):
+        correct, seconds = {}, {}
+        for name, clf in models.items():
+            t0 = time.perf_counter()
+            correct[name] = classifiers.count_correct(clf, domains, labels)
+            seconds[name] = time.perf_counter() - t0
+        scores.add(pid, len(labels), correct, seconds)
+    return scores
+
+
+class FedsimStrategy(Strategy):
+    """One anonymizer configuration run as Flower rounds.
+
+    ``evaluation = "server"``: release replies carry the transformed queries and
+    ``aggregate_train`` scores them (``configure_evaluate`` sends nothing).
+    ``evaluation = "client"``: ``configure_evaluate`` ships the compact models -- and the
+    kNN pool only with ``share_pool_with_clients`` -- and clients return counts."""
+
+    #: Flower rounds this strategy runs (set by subclasses)
+    num_rounds = 1
+    #: test domains scored per round
+    n_domains = 1
+    release_phase = "release"
+    evaluate_phase = "evaluate"
+
+    @classmethod
+    def plan(cls, scenario: Scenario) -> list[tuple[str, dict[str, Any], str, dict[str, Any]]]:
+        """(method, parameters, label, extra constructor arguments) of every run of this flow."""
+        return [(m, p, config_label(m, p), {}) for m, p in scenario.anonymizer_grid()]
+
+    def __init__(self, fed: Federation, scenario: Scenario, index: int, method: str, params: dict[str, Any],
+                 label: str | None = None) -> None:
+        self.fed, self.scenario, self.index, self.method, self.params = fed, scenario, index, method, dict(params)
+        self.label = label or config_label(method, params)
+        fd = scenario.federation
+        self.mode = fd.evaluation
+        anon = anonymizers.create(method, **params)
+        self.queries_in_clear = self.mode == "server" and anon.queries_in_clear() and method != "none"
+        self.limits = Limits(max_rows=fd.max_release_rows, num_classes=fed.num_classes,
+                             release_rows=anon.max_release_rows)
+        self.outcomes: dict[int, ClientOutcome] = {}
+        self.failures_before = len(fed.failures)
+        self.not_evaluated: dict[str, str] = {}
+        self.t_collect = 0.0
+        self._t_sent = 0.0
+        if self.queries_in_clear:
+            log.warning("%s: server-side evaluation shows the server the clients' query embeddings unchanged "
+                        "(the method does not transform queries); evaluation = \"client\" keeps them local", self.label)
+
+    # -- what the server asks -------------------------------------------------------------
+    def request(self, phase: str, server_round: int, **kw: Any) -> Request:
+        return Request(phase=phase, index=self.index, method=self.method, params=self.params,
+                       round=server_round - 1, send_queries=self.mode == "server", **kw)
+
+    def send(self, request: Request) -> list[Message]:
+        self._t_sent = time.perf_counter()
+        return self.fed.messages(request)
+
+    # -- releases ---------------------------------------------------------------------------
+    def accept_releases(self, replies: Iterable[Message], server_round: int) -> list[ReleaseReply]:
+        """Validated releases, in partition order; fixes the embedding dimension and class
+        count by majority of the replies so that one client cannot impose its own."""
+        replies = list(replies)
+        self.t_collect += time.perf_counter() - self._t_sent
+        decoded = self.fed.accept(replies, self.release_phase, self.index, server_round - 1)
+        dims = [(r.partition_id, r.x_train.shape[1]) for r in decoded.values() if r.x_train.ndim == 2 and len(r.x_train)]
+        self.limits.dim = self.limits.dim or majority(dims)
+        if self.fed.num_classes is None:
+            self.fed.num_classes = majority((r.partition_id, r.num_classes) for r in decoded.values())
+        self.limits.num_classes = self.fed.num_classes
+        ok: list[ReleaseReply] = []
+        for node, rel in decoded.items():
+            try:
+                rel.validate(self.limits, want_queries=self.mode == "server", n_domains=self.n_domains)
+            except ProtocolError as err:
+                self.fed.fail(node, self.release_phase, self.index, server_round - 1, f"invalid reply: {err}")
+                continue
+            ok.append(rel)
+        self.fed.require_quorum(f"{self.label}: {self.release_phase} round {server_round}")
+        hits = [rel.partition_id for rel in ok if rel.embedding_cache == "hit"]
+        if self.index == 0 and server_round == 1 and hits:
+            log.info("clients %s reused cached embeddings (no extraction)", ", ".join(map(str, hits)))
+        for rel in ok:
+            out = self.outcomes.setdefault(rel.partition_id, ClientOutcome(
+                rel.partition_id, rel.n_train, rel.n_query, rel.num_classes,
+                rel.label_histogram.tolist() if rel.label_histogram is not None else [],
+                rel.embedding_cache))
+            out.n_released += len(rel.y_train)
+        return ok
+
+    # -- evaluation -------------------------------------------------------------------------
+    def shippable(self, models: dict[str, Any]) -> dict[str, Any]:
+        """The models client-side evaluation may ship; the others are recorded as not evaluated."""
+        share = self.scenario.federation.share_pool_with_clients
+        out = {}
+        for name, clf in models.items():
+            if clf.state_holds_records and not share:
+                self.not_evaluated[name] = ("client-side evaluation would ship every client's release to each "
+                                            "client; set federation.share_pool_with_clients = true to allow it")
+            else:
+                out[name] = clf
+        return out
+
+    def evaluate_request(self, server_round: int, models: dict[str, Any]) -> list[Message]:
+        if self.mode != "client":
+            return []
+        states = {f"classifier.{n}": clf.get_state() for n, clf in self.shippable(models).items()}
+        if not states:
+            return []
+        return self.send(self.request(self.evaluate_phase, server_round, arrays=states))
+
+    def accept_scores(self, replies: Iterable[Message], server_round: int, names: list[str]) -> Scores:
+        scores = Scores()
+
+        def check(reply: ScoresReply) -> None:
+            known = self.outcomes.get(reply.partition_id)
+            reply.validate(names, self.n_domains, known.n_query if known else None)
+
+        for rep in self.fed.accept(replies, self.evaluate_phase, self.index, server_round - 1, check).values():
+            scores.add(rep.partition_id, rep.n_query, rep.correct, rep.infer_s)
+        return scores
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.evaluate_request(server_round, self.models())
+
+    def models(self) -> dict[str, Any]:
+        """The fitted classifiers of the current round, by name."""
+        raise NotImplementedError
+
+    def summary(self) -> None:
+        log.info("%s: %s strategy, %d round(s), evaluation on the %s, %d clients", self.label,
+                 type(self).__name__, self.num_rounds, self.mode, len(self.fed.active))
+
+    def failures(self) -> list[dict[str, Any]]:
+        return self.fed.failures[self.failures_before:]
+
+    def evaluation_info(self) -> dict[str, Any]:
+        return {"mode": self.mode, "queries_in_clear": self.queries_in_clear,
+                "pool_shared_with_clients": self.mode == "client" and self.scenario.federation.share_pool_with_clients
+                and any(classifiers.REGISTRY.get(n.removesuffix(REPLAY_SUFFIX)).state_holds_records
+                        for n in self.scenario.classifiers),
+                "not_evaluated": dict(self.not_evaluated)}
+
+    @staticmethod
+    def metrics(values: dict[str, float]) -> MetricRecord:
+        return MetricRecord({k: float(v) for k, v in values.items() if v == v})
