@@ -10,6 +10,11 @@ PRIVACY_KEYS = ("overlap", "near_overlap", "reconstruction_error", "projection_r
                 "inversion_cosine", "epsilon", "delta")
 
 
+def _num(v: Any, width: int = 10, places: int = 4) -> str:
+    """A number, or '-' for a missing one (NaN is stored as null in results.json)."""
+    return f"{v:>{width}.{places}f}" if isinstance(v, (int, float)) and v == v else f"{'-':>{width}}"
+
+
 def format_summary(results: dict[str, Any]) -> str:
     names = list(results["accuracy"])
     header = f"{'client':>8} {'n_train':>8} {'n_query':>8} " + " ".join(f"{n:>10}" for n in names)
@@ -21,10 +26,10 @@ def format_summary(results: dict[str, Any]) -> str:
             continue
         n_train += c["n_train"]
         n_query += c["n_query"]
-        accs = " ".join(f"{c['accuracy'].get(n, float('nan')):>10.4f}" for n in names)
+        accs = " ".join(_num(c["accuracy"].get(n)) for n in names)
         lines.append(f"{c['id']:>8} {c['n_train']:>8} {c['n_query']:>8} {accs}")
     lines.append("-" * len(header))
-    glob = " ".join(f"{(results['accuracy'][n] if results['accuracy'][n] is not None else float('nan')):>10.4f}" for n in names)
+    glob = " ".join(_num(results["accuracy"][n]) for n in names)
     lines.append(f"{'global':>8} {n_train:>8} {n_query:>8} {glob}")
     return "\n".join(lines)
 
@@ -40,13 +45,9 @@ def format_releases(results: dict[str, Any]) -> str:
     head = f"{'configuration':<{width}} " + " ".join(f"{c:>10} {'loss':>7}" for c in clfs) + " " + " ".join(
         f"{c.replace('reidentification_rate', 'reid').replace('inversion_cosine', 'inv_cos'):>12}" for c in cols)
     lines = [head, "-" * len(head)]
-
-    def fmt(v: Any, w: int, p: int) -> str:
-        return f"{v:>{w}.{p}f}" if isinstance(v, (int, float)) and v is not None and v == v else f"{'-':>{w}}"
-
     for r in releases:
-        accs = " ".join(f"{fmt(r['accuracy'][c], 10, 4)} {fmt(r['accuracy_loss'].get(c), 7, 4)}" for c in clfs)
-        priv = " ".join(fmt(r["privacy"].get(c), 12, 3) for c in cols)
+        accs = " ".join(f"{_num(r['accuracy'][c], 10, 4)} {_num(r['accuracy_loss'].get(c), 7, 4)}" for c in clfs)
+        priv = " ".join(_num(r["privacy"].get(c), 12, 3) for c in cols)
         lines.append(f"{r['label']:<{width}} {accs} {priv}")
     return "\n".join(lines)
 
@@ -68,6 +69,6 @@ def format_online(results: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for e in entries:
         for name, res in e["classifiers"].items():
-            vals = " ".join(f"{res['metrics'].get(k, float('nan')):>10.4f}" for k, _ in ONLINE_COLUMNS)
+            vals = " ".join(_num(res["metrics"].get(k)) for k, _ in ONLINE_COLUMNS)
             lines.append(f"{e['label']:<{width}} {name:<{cw}} {vals}")
     return "\n".join(lines)

@@ -144,12 +144,21 @@ class OnlineStrategy(FedsimStrategy):
     def _record(self, server_round: int, scores: Scores) -> None:
         T, r = self.num_rounds, server_round - 1
         for name in self.learners:
-            self.infer_s[name].append(max((s.get(name, math.nan) for s in scores.infer_s.values()), default=math.nan))
+            seconds = [s[name] for s in scores.infer_s.values() if name in s]
+            if seconds:
+                self.infer_s[name].append(max(seconds))
         for pid, correct in scores.correct.items():
             self.n_query[pid] = scores.n_query[pid]
             mats = self.counts.setdefault(pid, {n: np.full((T, self.n_domains), np.nan) for n in self.learners})
             for name, per in correct.items():
                 mats[name][r] = per
+
+    def _timings(self, name: str) -> dict[str, float]:
+        """Mean training and inference seconds per round (NaN inference: never evaluated)."""
+        timing = timing_summary(self.train_s[name] or [0.0], self.infer_s[name] or [0.0])
+        if not self.infer_s[name]:
+            timing["avg_inference_time_s"] = math.nan
+        return timing
 
     def _pooled(self, name: str, r: int, column: int) -> float:
         """Pooled accuracy after round r on one domain (for the progress log)."""
@@ -166,10 +175,15 @@ class OnlineStrategy(FedsimStrategy):
         for name in self.learners:
             pooled = (sum(self.counts[p][name] for p in pids) / total) if total else np.full((T, self.n_domains), np.nan)
             R = pooled[:, columns]  # round x distinct domain -> R[i, j] on round j's domain
+            # a classifier that was not evaluated (client-side evaluation, pool not shared) has no R
+            known = R if np.isfinite(R).all() else np.zeros((T, T))
+            cl, study = continual_metrics(known, chance), study_metrics(np.diag(known))
+            if known is not R:
+                cl, study = dict.fromkeys(cl, math.nan), dict.fromkeys(study, math.nan)
             per_classifier[name] = {
                 "R": R.tolist(), "accuracy_per_round": np.diag(R).tolist(),
-                "metrics": {**continual_metrics(R, chance), **timing_summary(self.train_s[name], self.infer_s[name])},
-                "study_metrics": study_metrics(np.diag(R)), "train_s": self.train_s[name],
+                "metrics": {**cl, **self._timings(name)},
+                "study_metrics": study, "train_s": self.train_s[name],
             }
         for pid in pids:
             per_client_R[pid] = {n: (self.counts[pid][n] / self.n_query[pid])[:, columns] for n in self.learners}
