@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,anonymeter]'
+	$(BIN)/python -m pip install --quiet --no-deps 'anonymeter>=1.1'
 	@touch $(STAMP)
 
 venv: $(STAMP)

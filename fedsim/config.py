@@ -171,6 +171,8 @@ class PrivacyConfig:
     max_samples: int = field(default=5000, metadata=_check(_at_least(100)))
     # also run the `none` reference round when it is not listed (accuracy loss needs it)
     reference: bool = True
+    # also report anonymeter's linkability and inference risks (optional dependency, README)
+    anonymeter: bool = False
 
 
 @dataclass

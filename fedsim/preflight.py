@@ -33,6 +33,7 @@ def preflight(scenario: Scenario, output_dir: str | Path | None = None) -> None:
     """Every check below, in order; ``output_dir`` overrides ``scenario.output_dir``."""
     check_output_dir(Path(output_dir or scenario.output_dir))
     check_strategy(scenario)
+    check_anonymeter(scenario)
     check_device(scenario)
     check_ray_address(scenario)
     d = scenario.data
@@ -61,6 +62,15 @@ def check_strategy(scenario: Scenario) -> None:
         strategy_name(scenario)
     except ValueError as err:
         raise ScenarioError(f"federation.strategy: {err}") from None
+
+
+def check_anonymeter(scenario: Scenario) -> None:
+    """``privacy.anonymeter = true`` needs the optional anonymeter package on every client."""
+    from fedsim.privacy.anonymeter_risks import available
+
+    if scenario.privacy.anonymeter and not available():
+        raise ScenarioError("privacy.anonymeter = true needs the anonymeter package: pip install "
+                            "'fedsim[anonymeter]' && pip install --no-deps anonymeter (README: anonymeter)")
 
 
 def check_output_dir(out: Path) -> None:

@@ -54,7 +54,7 @@ def test_client_evaluation_ships_no_pool_unless_allowed(tmp_path):
     release) stays on the server, and its accuracy is reported as not evaluated."""
     proc = run_cli("run", str(REPO / "scenarios" / "quickstart.toml"), "--output-dir", str(tmp_path / "runs"),
                    "--audit", "--set", "federation.num_clients=2", "federation.evaluation=client",
-                   "classifiers.ncm={}", cwd=tmp_path)
+                   "classifiers.ncm={}", "privacy.anonymeter=true", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1].split("results: ")[1]).parent
     results = json.loads((run_dir / "results.json").read_text())
@@ -66,3 +66,7 @@ def test_client_evaluation_ships_no_pool_unless_allowed(tmp_path):
     assert shipped == {"ncm"}  # the class means only
     assert not any(a["name"].startswith("release.x_query") for r in audit for a in r["arrays"])  # queries stay home
     assert "not evaluated" in (run_dir / "report.md").read_text()
+    laplace = results["releases"][1]["privacy"]  # anonymeter's risks beside fedsim's, with intervals
+    assert laplace["anonymeter_linkability_ci_low"] <= laplace["anonymeter_linkability"] <= 1.0
+    assert laplace["reidentification_rate_ci_low"] <= laplace["reidentification_rate"] <= laplace[
+        "reidentification_rate_ci_high"] and laplace["reidentification_rate_n"] > 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import time
 import traceback
 from typing import Any, Callable
@@ -69,16 +70,27 @@ class Node:
         return [stored[f"x.{j}"].numpy() for j in range(n)], stored["y"].numpy()
 
 
+def _shuffled(*arrays: np.ndarray) -> list[np.ndarray]:
+    """The rows of every array in one random order drawn from the operating system's
+    entropy: a release keeps no trace of the client's row order (its partition's sorted
+    dataset indices, which the server can compute), and the order is private to this
+    message -- neither the server nor another client can redraw it. The server puts the
+    rows in a canonical order, so no result depends on it."""
+    order = np.random.default_rng(secrets.randbits(128)).permutation(len(arrays[0]))
+    return [a[order] for a in arrays]
+
+
 def _release_reply(node: Node, req: Request, data: ClientData, rel: Release, queries: list[np.ndarray],
                    extra_timings: dict[str, float], domain: str = "") -> RecordDict:
     if not req.send_queries:
         node.keep_queries(req.index, queries, rel.y_query)
+    x_train, y_train = _shuffled(rel.x_train, rel.y_train)
+    y_query, *queries = _shuffled(rel.y_query, *queries) if req.send_queries else (None,)
     return ReleaseReply(
-        partition_id=node.pid, x_train=rel.x_train, y_train=rel.y_train, n_train=data.n_train,
+        partition_id=node.pid, x_train=x_train, y_train=y_train, n_train=data.n_train,
         n_query=len(rel.y_query), num_classes=len(data.label_histogram),
         label_histogram=np.asarray(data.label_histogram, np.int64) if (req.index, req.round) == (0, 0) else None,
-        y_query=rel.y_query if req.send_queries else None,
-        x_query_domains=queries if req.send_queries else [],
+        y_query=y_query, x_query_domains=list(queries),
         metrics=rel.metrics, timings={**rel.timings, **extra_timings},
         embedding_cache=data.embedding_cache, domain=domain,
     ).to_content()

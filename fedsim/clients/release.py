@@ -192,7 +192,7 @@ def anonymize(scenario: Scenario, data: ClientData, method: str, params: dict[st
     """Fit the anonymizer on the client's own data, release, and measure what it gives away
     to the server (``metrics``) and, for keyed methods, to an insider holding the key
     (``insider.<metric>``)."""
-    from fedsim.privacy import evaluate
+    from fedsim.privacy import evaluate, profile_for
 
     t0 = time.perf_counter()
     anon = make_anonymizer(scenario, method, params, data.partition_id, key)
@@ -207,16 +207,25 @@ def anonymize(scenario: Scenario, data: ClientData, method: str, params: dict[st
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
     t0 = time.perf_counter()
     if scenario.privacy.metrics:
+        profile = profile_for(anon, aux_fraction=scenario.privacy.aux_fraction)
+
         def attack(x_seen: np.ndarray) -> dict[str, float]:
             return evaluate(data.x_train, data.y_train, x_seen, y_rel, groups=getattr(anon, "groups_", None),
-                            X_control=data.x_query, aux_fraction=scenario.privacy.aux_fraction,
-                            seed=derive_seed(scenario.seed, "attack", data.partition_id),
-                            max_samples=scenario.privacy.max_samples)
+                            X_control=data.x_query, seed=derive_seed(scenario.seed, "attack", data.partition_id),
+                            max_samples=scenario.privacy.max_samples, profile=profile)
 
         # the server holds what it computed itself (a pca basis): it attacks the inverted release
-        metrics.update(attack(anon.invert(x_rel) if anon.inverted_with == "public" else x_rel))
+        x_server = anon.invert(x_rel) if anon.inverted_with == "public" else x_rel
+        metrics.update(attack(x_server))
         if anon.inverted_with == "key":
             metrics.update({f"insider.{k}": v for k, v in attack(anon.invert(x_rel)).items()})
+        if scenario.privacy.anonymeter:  # only where the release lives in the original feature space
+            from fedsim.privacy.anonymeter_risks import anonymeter_risks
+
+            in_space = anon.inverted_with != "key" and x_server.shape[1] == data.x_train.shape[1]
+            metrics.update(anonymeter_risks(
+                data.x_train, data.y_train, x_server if in_space else np.zeros((0, 0), np.float32), y_rel,
+                data.x_query, data.y_query, seed=derive_seed(scenario.seed, "anonymeter", data.partition_id)))
     knn_params = scenario.classifiers.get("knn", {"k": 5})
     metrics.update(local_utility(data, x_rel, y_rel, q_rel, knn_params))
     return Release(

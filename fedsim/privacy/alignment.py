@@ -6,8 +6,10 @@ mean of the originals behind an aggregated row — the attacker tries these maps
 
 * ``identity``     f(a) = a (only when d' == d): the release is used as is;
 * ``procrustes``   f(a) = s (a − μ_a) W + μ_b, W orthogonal = U Vᵀ from the SVD
-  U Σ Vᵀ = (A − μ_a)ᵀ (B − μ_b), s = tr Σ / |A − μ_a|²_F (only when d' == d): undoes
-  rotations, reflections, permutations and global scaling;
+  U Σ Vᵀ = (A − μ_a)ᵀ (B − μ_b), s = tr Σ / |A − μ_a|²_F: undoes rotations,
+  reflections, permutations and global scaling (reverse, when d' == d); when d' != d
+  the same formula gives the semi-orthogonal W (d × d', orthonormal columns) of an
+  orthogonal projection (forward only);
 * ``columns``      each column i of A is matched to one column c(i) of B by the Hungarian
   algorithm (``scipy.optimize.linear_sum_assignment``) on |corr(a_i, b_c)| over the aux
   pairs, then f(a)_{c(i)} = μ_b,c(i) + β_i (a_i − μ_a,i) by least squares (handles
@@ -17,7 +19,15 @@ mean of the originals behind an aggregated row — the attacker tries these maps
   pairs, α from a grid (relative to the largest squared singular value of A − μ_a) chosen
   by closed-form leave-one-out error e_i = (b_i − f(a_i)) / (1 − h_ii), hat diagonal
   h_ii = 1/n + Σ_k U_ik² σ_k² / (σ_k² + α). Works for any d' (PCA, random projections)
-  and is the minimum-error *linear* map.
+  and is the minimum-error *linear* map;
+* ``lstsq``        f(a) = (a − μ_a) W + μ_b, W = (A − μ_a)⁺ (B − μ_b), the minimum-norm
+  least-squares solution (forward, when d' != d): with fewer pairs than dimensions it
+  is exact on the span of the pairs, where ridge's leave-one-out α, estimated from a
+  handful of pairs, often shrinks too much.
+
+``fit_attacker`` also takes pair-free views (``unpaired``; ``attacks``: likelihood space of
+a known noise mechanism, quantile column matching, the release's own subspace, self-PCA),
+fitted beforehand on the release and a population; they are validated like the others.
 
 Each map is used in two directions (``View``): ``reverse`` (released -> original; compare
 in original space; the only direction that yields reconstructions) and ``forward``
@@ -34,26 +44,27 @@ the highest held-out rate (ties: lower error, then simpler view), inversion the 
 view with the lowest error, membership the view and score with the highest validation
 AUC; all are refitted on all aux pairs. Each fold scores at most ``VALIDATION_ROWS`` rows.
 With fewer than 4 aux pairs the views are fitted and scored on all of them (no hold-out);
-with none, only ``identity`` is available (and nothing when d' != d).
+with none, only ``identity`` (when d' == d) and the pair-free views are available, and
+nothing can be validated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from fedsim.privacy.linkage import link_success
+from fedsim.privacy.matching import link_success
 from fedsim.privacy.pairs import Pairs
 
 VALIDATION_ROWS = 500
 RIDGE_GRID = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def _svd(A: np.ndarray, full_matrices: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def svd(A: np.ndarray, full_matrices: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SVD in torch, float64, on the CPU with ONE thread. The matrices are small (at most
     aux rows x d); multi-threaded LAPACK (numpy's OpenBLAS or torch's) on a machine whose
     cores are busy was measured 100-400x slower (2 s instead of 10 ms for 256 x 256)."""
@@ -83,7 +94,7 @@ class ProcrustesMap:
     def fit(self, R: np.ndarray, T: np.ndarray) -> "ProcrustesMap":
         self.mu_r, self.mu_t = R.mean(0), T.mean(0)
         Rc, Tc = R - self.mu_r, T - self.mu_t
-        U, S, Vt = _svd(Rc.T @ Tc)
+        U, S, Vt = svd(Rc.T @ Tc)
         self.W = U @ Vt
         norm = float((Rc * Rc).sum())
         self.scale = float(S.sum()) / norm if norm > 0 else 1.0
@@ -114,6 +125,20 @@ class ColumnMap:
         return out
 
 
+class LeastSquaresMap:
+    name = "lstsq"
+
+    def fit(self, R: np.ndarray, T: np.ndarray) -> "LeastSquaresMap":
+        self.mu_r, self.mu_t = R.mean(0), T.mean(0)
+        U, S, Vt = svd(R - self.mu_r)
+        keep = S > S[0] * 1e-10 if S.size and S[0] > 0 else np.zeros(S.shape, bool)
+        self.B = Vt[keep].T @ ((U[:, keep].T @ (T - self.mu_t)) / S[keep][:, None])
+        return self
+
+    def transform(self, R: np.ndarray) -> np.ndarray:
+        return (np.asarray(R, dtype=np.float64) - self.mu_r) @ self.B + self.mu_t
+
+
 class RidgeMap:
     name = "ridge"
 
@@ -121,7 +146,7 @@ class RidgeMap:
         n = R.shape[0]
         self.mu_r, self.mu_t = R.mean(0), T.mean(0)
         Rc, Tc = R - self.mu_r, T - self.mu_t
-        U, S, Vt = _svd(Rc)
+        U, S, Vt = svd(Rc)
         keep = S > S[0] * 1e-10 if S.size and S[0] > 0 else np.zeros(S.shape, bool)
         U, S, Vt = U[:, keep], S[keep], Vt[keep]
         if S.size == 0:
@@ -160,6 +185,9 @@ class View:
 
     direction: str  # "reverse" | "forward"
     map: object
+    #: nearest-neighbour metric and assignment cost in this view (``geometry``)
+    metric = "l2"
+    cost = "l2sq"
 
     @property
     def name(self) -> str:
@@ -185,13 +213,16 @@ def candidate_views(d_rel: int, d: int, n_aux: int) -> list[View]:
     """Simplest first (ties in the selection keep the earlier view)."""
     out = [View("reverse", IdentityMap())] if d_rel == d else []
     for direction in ("reverse", "forward"):
-        # forward Procrustes would be the inverse of the reverse one: not worth a second view
-        if n_aux >= 2 and d_rel == d and direction == "reverse":
+        # with d' == d forward Procrustes would be the inverse of the reverse one; with
+        # d' != d only the forward one is an orthogonal projection
+        if n_aux >= 2 and (direction == "reverse") == (d_rel == d):
             out.append(View(direction, ProcrustesMap()))
         if n_aux >= 2:
             out.append(View(direction, ColumnMap()))
         if n_aux >= 1:
             out.append(View(direction, RidgeMap()))
+        if n_aux >= 2 and d_rel != d and direction == "forward":
+            out.append(View(direction, LeastSquaresMap()))
     return out
 
 
@@ -222,14 +253,16 @@ class Attacker:
 
 def fit_attacker(X: np.ndarray, X_rel: np.ndarray, pairs: Pairs, aux: np.ndarray,
                  rng: np.random.Generator, device: torch.device,
-                 extra: Callable[[View, np.ndarray], dict[str, float]] | None = None) -> Attacker:
+                 extra: Callable[[View, np.ndarray], dict[str, float]] | None = None,
+                 unpaired: Sequence = ()) -> Attacker:
     """Cross-fit every candidate view on the aux pairs and score it on held-out aux rows.
 
     Scores per view: ``reid`` (held-out re-identification rate), ``mse`` and ``neg_mse``
     (reverse views only: squared error to the targets per element), plus whatever
     ``extra(view, held_out_aux_rows)`` returns (membership inference uses this).
+    ``unpaired`` views (already fitted without pairs) join the candidates after the others.
     """
-    views = candidate_views(X_rel.shape[1], X.shape[1], len(aux))
+    views = candidate_views(X_rel.shape[1], X.shape[1], len(aux)) + list(unpaired)
     if not views:
         return Attacker([], {})
     R = np.asarray(X_rel[aux], dtype=np.float64)
@@ -249,7 +282,8 @@ def fit_attacker(X: np.ndarray, X_rel: np.ndarray, pairs: Pairs, aux: np.ndarray
         count = 0
         for fit_idx, val_idx in splits:
             view.fit(R[fit_idx], T[fit_idx])
-            hits = link_success(view.release_side(R[val_idx]), view.original_side(X), pairs, aux[val_idx], device)
+            hits = link_success(view.release_side(R[val_idx]), view.original_side(X), pairs, aux[val_idx], device,
+                                view.metric)
             part = {"reid": float(hits.sum())}
             if view.direction == "reverse":
                 part["mse"] = float(((view.release_side(R[val_idx]) - T[val_idx]) ** 2).mean(1).sum())

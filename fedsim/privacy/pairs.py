@@ -104,6 +104,14 @@ class Pairs:
         gids, inverse = np.unique(self.row_group[rows], return_inverse=True)
         return self.group_stats(X, gids)[0][inverse]
 
+    def sample_members(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One source drawn uniformly from the group of each of ``rows`` (rows must have one);
+        the row's own original for per-record releases."""
+        gids = self.row_group[np.asarray(rows, dtype=np.int64)]
+        sizes = self.g_sizes[gids]
+        pick = np.minimum((rng.random(len(gids)) * sizes).astype(np.int64), sizes - 1)
+        return self.g_members[self.g_offsets[gids] + pick]
+
     def in_group(self, originals: np.ndarray, gids: np.ndarray) -> np.ndarray:
         """Elementwise: is original ``originals[...]`` a member of group ``gids[...]``?"""
         originals, gids = np.broadcast_arrays(np.asarray(originals, np.int64), np.asarray(gids, np.int64))
@@ -158,16 +166,19 @@ def build_pairs(n: int, m: int, groups) -> Pairs:
     return Pairs(n, m, row_group, members, offsets, True)
 
 
-def split_aux(pairs: Pairs, aux_fraction: float, max_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def split_aux(pairs: Pairs, aux_fraction: float, max_samples: int, rng: np.random.Generator,
+              n_aux: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Released rows whose (original, released) pair the attacker knows, and the others.
 
-    ``round(aux_fraction * s)`` of the s sourced rows (at least 2 when aux_fraction > 0 and
-    s >= 3, always leaving one row out, at most ``max_samples``), drawn with ``rng``.
+    ``n_aux`` rows when given, else ``round(aux_fraction * s)`` of the s sourced rows (at
+    least 2 when aux_fraction > 0 and s >= 3); always leaving one row out, at most
+    ``max_samples``; drawn with ``rng``.
     """
     sourced = rng.permutation(pairs.sourced)
     s = len(sourced)
-    n_aux = int(round(aux_fraction * s))
-    if aux_fraction > 0 and s >= 3:
-        n_aux = max(n_aux, 2)
+    if n_aux is None:
+        n_aux = int(round(aux_fraction * s))
+        if aux_fraction > 0 and s >= 3:
+            n_aux = max(n_aux, 2)
     n_aux = max(0, min(n_aux, s - 1, int(max_samples)))
     return np.sort(sourced[:n_aux]), np.sort(sourced[n_aux:])

@@ -91,12 +91,15 @@ def _section_privacy(results: dict[str, Any], run_dir: Path) -> list[Block]:
     keys = [k for k in PRIVACY_KEYS if any(r["privacy"].get(k) is not None for r in releases)]
     if not keys:
         return [("h2", "Privacy"), ("p", "No privacy metrics were measured (privacy.metrics = false).")]
-    rows = [[r["label"]] + [r["privacy"].get(k) for k in keys] for r in releases]
+    rows = [[r["label"]] + [with_ci(r["privacy"], k) for k in keys] for r in releases]
     clf = next(iter(results["accuracy"]))
     header, crows = client_table(results, clf)
     blocks: list[Block] = [
         ("h2", "Privacy per method (client mean)"),
-        ("p", "Each client measures its own release under emulated attacks (README: metric definitions)."),
+        ("p", "Each client measures its own release under emulated attacks (README: metric definitions). "
+              "Rates are pooled over every client's evaluated records, with 95% intervals in brackets "
+              "(Wilson for rates, DeLong for the AUC) and the number of evaluated records; '-' is a metric "
+              "that is undefined for the method or rests on too few records."),
         ("table", ["configuration"] + keys, rows),
         ("h2", "Clients compared"),
         ("p", "Per-client privacy and utility side by side; label entropy shows each client's skew "
@@ -110,6 +113,15 @@ def _section_privacy(results: dict[str, Any], run_dir: Path) -> list[Block]:
     return blocks
 
 
+def with_ci(table: dict[str, Any], k: str) -> Any:
+    """``0.950 [0.931, 0.966] n=1250`` when the metric has an interval, else the value."""
+    v, low, high = table.get(k), table.get(f"{k}_ci_low"), table.get(f"{k}_ci_high")
+    if v is None or low is None or high is None:
+        return v
+    n = table.get(f"{k}_n", table.get(f"{k}_n_members"))
+    return f"{v:.3f} [{low:.3f}, {high:.3f}]" + (f" n={int(n)}" if n else "")
+
+
 def _section_attackers(results: dict[str, Any]) -> list[Block]:
     """Server vs insider, for the keyed methods (the insider also holds the federation key)."""
     keyed = [r for r in results.get("releases", []) if r.get("privacy_insider")]
@@ -117,7 +129,7 @@ def _section_attackers(results: dict[str, Any]) -> list[Block]:
         return []
     keys = [k for k in ("reidentification_rate", "mia_auc", "inversion_cosine", "inversion_mse", "near_overlap")
             if any(k in r["privacy"] for r in keyed)]
-    rows = [[r["label"], attacker] + [table.get(k) for k in keys]
+    rows = [[r["label"], attacker] + [with_ci(table, k) for k in keys]
             for r in keyed for attacker, table in (("server", r["privacy"]), ("insider", r["privacy_insider"]))]
     return [("h2", "Attackers: server and insider"),
             ("p", "**server** holds what it received (every release, plus the auxiliary known pairs the attacks "

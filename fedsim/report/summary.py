@@ -7,7 +7,8 @@ from typing import Any
 #: client-mean privacy metrics of a release, as named in results.json
 PRIVACY_KEYS = ("overlap", "near_overlap", "reconstruction_error", "projection_robustness",
                 "reidentification_rate", "reidentification_baseline", "mia_auc", "inversion_mse",
-                "inversion_cosine", "epsilon", "delta")
+                "inversion_cosine", "epsilon", "delta", "reidentification_rate_member", "inversion_cosine_member",
+                "anonymeter_linkability", "anonymeter_inference")
 
 
 def _num(v: Any, width: int = 10, places: int = 4) -> str:

@@ -16,6 +16,11 @@ from fedsim.report.tradeoff import plot_tradeoff
 LEAD = ["label", "method", "params", "client", "classifier", "accuracy", "accuracy_loss", "n_released"]
 
 
+def _prefixed(insider: dict[str, float] | None) -> dict[str, float]:
+    """The insider attacker's metrics as ``insider_<metric>`` columns."""
+    return {f"insider_{k}": v for k, v in (insider or {}).items()}
+
+
 def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for rel in results.get("releases", []):
@@ -23,11 +28,12 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         for clf, acc in rel["accuracy"].items():
             rows.append({**base, "client": "all", "classifier": clf, "accuracy": acc,
                          "accuracy_loss": rel["accuracy_loss"].get(clf, math.nan),
-                         "n_released": sum(c["n_released"] for c in rel["clients"]), **rel["privacy"]})
+                         "n_released": sum(c["n_released"] for c in rel["clients"]), **rel["privacy"],
+                         **_prefixed(rel.get("privacy_insider"))})
             for c in rel["clients"]:
                 rows.append({**base, "client": c["id"], "classifier": clf, "accuracy": c["accuracy"].get(clf, math.nan),
                              "accuracy_loss": c["accuracy_loss"].get(clf, math.nan), "n_released": c["n_released"],
-                             **c["metrics"]})
+                             **c["metrics"], **_prefixed(c.get("metrics_insider"))})
     return rows
 
 

@@ -58,6 +58,16 @@ class Scores:
         self.n_query[pid], self.correct[pid], self.infer_s[pid] = n, correct, infer_s
 
 
+def canonical_order(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A release's rows sorted by (label, then every coordinate): clients shuffle their rows
+    with private randomness, so the server fixes an order that depends only on what it
+    received -- and every classifier (fc's SGD included) sees the same pool in every run."""
+    if len(y) < 2:
+        return x, y
+    order = np.lexsort([*x.T[::-1], y])
+    return x[order], y[order]
+
+
 def score_on_server(models: dict[str, Any], queries: dict[int, tuple[list[np.ndarray], np.ndarray]]) -> Scores:
     """Every model on every client's transformed queries, per test domain."""
     scores = Scores()
@@ -138,6 +148,7 @@ class FedsimStrategy(Strategy):
             except ProtocolError as err:
                 self.fed.fail(node, self.release_phase, self.index, server_round - 1, f"invalid reply: {err}")
                 continue
+            rel.x_train, rel.y_train = canonical_order(rel.x_train, rel.y_train)
             ok.append(rel)
         self.fed.require_quorum(f"{self.label}: {self.release_phase} round {server_round}")
         hits = [rel.partition_id for rel in ok if rel.embedding_cache == "hit"]

@@ -13,6 +13,7 @@ import numpy as np
 
 from fedsim import __version__
 from fedsim.config import Scenario
+from fedsim.privacy.stats import wilson
 from fedsim.report.environment import environment
 
 
@@ -60,8 +61,40 @@ def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, A
 
 
 def _client_means(clients: list[dict[str, Any]], key: str) -> dict[str, float]:
-    names = sorted({k for c in clients for k in c.get(key, {})})
-    return {k: _mean([c.get(key, {}).get(k, math.nan) for c in clients]) for k in names}
+    """One release's privacy over its clients: rates pooled over every client's evaluated
+    records (Wilson interval of the pooled count), other estimates with an interval (AUC,
+    mean cosine) averaged with the normal interval of the mean of independent estimates,
+    sample sizes summed, attack/reason codes by majority, anything else averaged."""
+    tables = [c.get(key, {}) for c in clients]
+    names = sorted({k for t in tables for k in t})
+    out: dict[str, float] = {}
+    for k in names:
+        values = [t.get(k) for t in tables]
+        if k.endswith(("_attack", "_reason")):
+            known = [int(v) for v in values if v is not None and math.isfinite(v)]
+            out[k] = float(max(set(known), key=known.count)) if known else math.nan
+        elif k.endswith(("_n", "_n_members", "_n_nonmembers")):
+            out[k] = float(sum(v for v in values if v is not None and math.isfinite(v)))
+        elif not k.endswith(("_ci_low", "_ci_high")):
+            out[k] = _mean(values)
+    for k in [k for k in names if f"{k}_ci_low" in names]:
+        out[k], out[f"{k}_ci_low"], out[f"{k}_ci_high"] = _pooled(k, tables)
+    return out
+
+
+def _pooled(k: str, tables: list[dict[str, float]]) -> tuple[float, float, float]:
+    ok = [t for t in tables if all(math.isfinite(t.get(x, math.nan)) for x in (k, f"{k}_ci_low", f"{k}_ci_high"))]
+    if not ok:
+        return math.nan, math.nan, math.nan
+    n_key = f"{k}_n" if f"{k}_n" in ok[0] else f"{k.rsplit('_member', 1)[0]}_n"
+    if k.startswith(("reidentification_rate", "near_overlap")) and n_key in ok[0]:  # rates: pool the counts
+        n = sum(int(t[n_key]) for t in ok)
+        hits = sum(t[k] * t[n_key] for t in ok)
+        low, high = wilson(hits, n)
+        return hits / n, low, high
+    mean = float(np.mean([t[k] for t in ok]))
+    half = math.sqrt(sum(((t[f"{k}_ci_high"] - t[f"{k}_ci_low"]) / 2) ** 2 for t in ok)) / len(ok)
+    return mean, mean - half, mean + half
 
 
 def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]], failures: list[dict[str, Any]],
