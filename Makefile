@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_extraction.py
 	$(BIN)/python benchmarks/bench_anonymizers.py
 	$(BIN)/python benchmarks/bench_knn.py
+	$(BIN)/python benchmarks/bench_client_memory.py
 
 clean-runs:
 	rm -rf runs

@@ -82,11 +82,14 @@ class DataConfig:
 
 @dataclass
 class PartitionConfig:
+    # a Flower Datasets partitioner by class name, or iid | dirichlet | shards | natural_id
     method: str = "iid"
-    alpha: float = field(default=0.5, metadata=_check(_positive))
-    min_partition_size: int = field(default=10, metadata=_check(_at_least(0)))
-    self_balancing: bool = False
-    classes_per_client: int = field(default=2, metadata=_check(_at_least(1)))
+    # its parameters ([partition.params]); fedsim sets num_partitions, partition_by and seed;
+    # checked by fedsim.data.partition
+    params: dict[str, Any] = field(default_factory=dict)
+
+    # scenarios written before [partition.params] set alpha etc. in [partition] itself
+    unknown_key_hint = "; the partitioner's parameters go in [partition.params]"
 
 
 @dataclass
@@ -321,7 +324,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
         where = f"{prefix}." if prefix else ""
         raise ScenarioError(
             f"unknown key {where}{unknown[0]}; allowed keys{' in ' + prefix if prefix else ''}: "
-            f"{', '.join(fields)}"
+            f"{', '.join(fields)}{getattr(cls, 'unknown_key_hint', '')}"
         )
     kwargs = {}
     for name, value in raw.items():
@@ -365,19 +368,22 @@ def validate(scenario: Scenario) -> None:
     """Cross-field and registry checks that the schema alone cannot express."""
     # Imported here: registries pull in torch, which config loading should not need.
     from fedsim import anonymizers, classifiers, extractors
-    from fedsim.data import DATASETS, PARTITIONERS
+    from fedsim.data import DATASETS, partition
 
     if scenario.data.dataset not in DATASETS:
         raise ScenarioError(
             f"data.dataset = {scenario.data.dataset!r} is unknown; allowed: {', '.join(DATASETS)}"
         )
-    if scenario.data.dataset in ("cifar10", "cifar100", "imagefolder") and not scenario.data.root:
+    needs_root = ("cifar10", "cifar100", "imagefolder", "imagefolder-parties")
+    if scenario.data.dataset in needs_root and not scenario.data.root:
         raise ScenarioError(f"data.root must be set for data.dataset = {scenario.data.dataset!r}")
-    if scenario.partition.method not in PARTITIONERS:
-        raise ScenarioError(
-            f"partition.method = {scenario.partition.method!r} is unknown; "
-            f"allowed: {', '.join(PARTITIONERS)}"
-        )
+    p = scenario.partition
+    if p.method not in partition.REGISTRY:
+        raise ScenarioError(f"partition.method = {p.method!r} is unknown; allowed: {', '.join(partition.REGISTRY)}")
+    try:
+        partition.validate(p.method, p.params, scenario.federation.num_clients)
+    except ValueError as err:
+        raise ScenarioError(f"partition.params: {err}") from None
     for section, table in (("anonymizers", scenario.anonymizers), ("classifiers", scenario.classifiers)):
         if not table:
             raise ScenarioError(f"{section}: name at least one method, e.g. [{section}.none]")

@@ -40,6 +40,7 @@ def preflight(scenario: Scenario, output_dir: str | Path | None = None) -> None:
     train = load_dataset(d.dataset, d.root or None, "train", download=d.download)
     load_dataset(d.dataset, d.root or None, "test", download=d.download)
     parts, queries = check_partition(scenario)
+    warn_unassigned_images(scenario, parts, len(train))
     check_anonymizers_fit_data(scenario, parts)
     check_classifiers_fit_data(scenario, parts)
     if scenario.online.rounds:
@@ -154,6 +155,15 @@ def check_partition(scenario: Scenario) -> tuple[list[np.ndarray], list[np.ndarr
                             f"client(s) get no training images (client {shown}); use fewer clients or "
                             "another partition")
     return parts, queries
+
+
+def warn_unassigned_images(scenario: Scenario, parts: list[np.ndarray], n_train: int) -> None:
+    """Training images no client holds (a partitioner may leave classes or a remainder out)."""
+    held = sum(len(p) for p in parts)
+    if held < n_train:
+        log.warning("%d of %d training images are in no client's partition (partition.method = %r leaves them "
+                    "out); their classes' test images may go unused too", n_train - held, n_train,
+                    scenario.partition.method)
 
 
 def check_weights(scenario: Scenario, num_classes: int) -> None:

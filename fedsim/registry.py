@@ -18,8 +18,10 @@ INTERNAL = ("seed", "key")
 
 
 class Registry(Generic[T]):
-    def __init__(self, family: str) -> None:
+    def __init__(self, family: str, internal: tuple[str, ...] = INTERNAL) -> None:
+        """``internal``: factory parameters fedsim sets itself, left out of "allowed" lists."""
         self.family = family
+        self.internal = internal
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -53,7 +55,7 @@ class Registry(Generic[T]):
             return
         unknown = sorted(set(params) - set(allowed))
         if unknown:
-            shown = [a for a in allowed if a not in INTERNAL]
+            shown = [a for a in allowed if a not in self.internal]
             raise ValueError(
                 f"unknown parameter {unknown[0]!r} for {self.family} {name!r}; "
                 f"allowed: {', '.join(shown) if shown else 'none'}"

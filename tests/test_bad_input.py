@@ -150,9 +150,11 @@ def test_weights_of_another_architecture(tmp_path, capsys):
 
 @pytest.mark.parametrize("overrides, fragment", [
     (["federation.num_clients=6000"], "federation.num_clients must be <= the number of samples (5000)"),
-    (["partition.method=\"shards\"", "partition.classes_per_client=12"], "classes_per_client"),
-    (["federation.num_clients=100", "partition.method=\"dirichlet\"", "partition.min_partition_size=100"],
-     "min_partition_size"),
+    (["partition.method=\"shards\"", "partition.params.num_classes_per_partition=12"],
+     "num_classes_per_partition = 12 is above the number of classes (10)"),
+    (["federation.num_clients=100", "partition.method=\"dirichlet\"", "partition.params.min_partition_size=100"],
+     "The max number of attempts (10) was reached"),
+    (["federation.num_clients=3", "partition.method=\"natural_id\""], 'use data.dataset = "imagefolder-parties"'),
 ])
 def test_partition_that_cannot_be_made(tmp_path, capsys, overrides, fragment):
     run_fails_with_one_line(capsys, quickstart(tmp_path, *overrides), "partition.method", fragment)
@@ -321,7 +323,7 @@ def test_clients_without_queries_are_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="fedsim"):
         preflight(sc, tmp_path / "runs")
     warned = [r.getMessage() for r in caplog.records if "no query images" in r.getMessage()]
-    assert len(warned) == 1 and warned[0].startswith("226 of 1000 clients") and "NaN" in warned[0]
+    assert len(warned) == 1 and warned[0].startswith("237 of 1000 clients") and "NaN" in warned[0]
     assert_no_ray_started()
 
 

@@ -14,7 +14,8 @@ from fedsim.cli import main
     "text, overrides, fragment",
     [
         ("[data]\ncolour = 1\n", [], "unknown key data.colour"),
-        ("[partition]\nmethod = 'dirichlet'\nalpha = 0\n", [], "partition.alpha = 0.0 must be > 0"),
+        ("[partition]\nmethod = 'dirichlet'\n[partition.params]\nalpha = 0\n", [], "partition.params: partitioner "
+         "'dirichlet': Alpha values should be strictly greater than zero"),
         ("", ["federation.num_clients=0"], "federation.num_clients = 0 must be >= 1"),
         ("[data]\ndataset = 'cifar10'\nroot = '{missing}'\n", [], "cifar10 not found"),
         ("[data]\ndataset = 'imagefolder'\nroot = '{missing}'\n", [], "imagefolder"),

@@ -25,11 +25,11 @@ def test_name_defaults_to_file_stem(write_scenario):
 def test_overrides_are_typed_toml_values(write_scenario):
     path = write_scenario("")
     sc = load_scenario(path, [
-        "federation.num_clients=8", "partition.method=dirichlet", "partition.alpha=0.3",
+        "federation.num_clients=8", "partition.method=dirichlet", "partition.params.alpha=0.3",
         "data.download=true", "classifiers.knn.k=3", "federation.client_resources.num_cpus=2",
     ])
     assert sc.federation.num_clients == 8
-    assert sc.partition.method == "dirichlet" and sc.partition.alpha == 0.3
+    assert sc.partition.method == "dirichlet" and sc.partition.params == {"alpha": 0.3}
     assert sc.data.download is True
     assert sc.classifiers["knn"]["k"] == 3
     assert sc.federation.client_resources.num_cpus == 2.0
@@ -45,8 +45,15 @@ def test_plain_string_override_for_paths(write_scenario, tmp_path):
     [
         ("colour = 1\n", [], "unknown key colour"),
         ("[data]\nsplit = 'train'\n", [], "unknown key data.split"),
-        ("[partition]\nalpha = 0.0\n", [], "partition.alpha = 0.0 must be > 0"),
-        ("[partition]\nalpha = -1\n", [], "partition.alpha = -1.0 must be > 0"),
+        ("[partition]\nmethod = 'dirichlet'\n[partition.params]\nalpha = 0.0\n", [],
+         "partition.params: partitioner 'dirichlet': Alpha values should be strictly greater than zero"),
+        ("[partition]\nmethod = 'dirichlet'\n[partition.params]\nbeta = 1\n", [],
+         "partition.params: unknown parameter 'beta' for partitioner 'dirichlet'; allowed: alpha, min_partition_size"),
+        ("[partition]\nalpha = 0.5\n", [], "unknown key partition.alpha; allowed keys in partition: method, params; "
+         "the partitioner's parameters go in [partition.params]"),
+        ("", ["partition.params.seed=1"], "partition.params: parameter 'seed' cannot be set in a scenario"),
+        ("", ["partition.method='SizePartitioner'", "partition.params.partition_sizes=[10, 20]"],
+         "partition_sizes lists 2 sizes, one per client, and there are 4 clients (federation.num_clients)"),
         ("[federation]\nnum_clients = 0\n", [], "federation.num_clients = 0 must be >= 1"),
         ("[federation]\nnum_clients = 'four'\n", [], "federation.num_clients: expected an integer"),
         ("[federation]\nnum_clients = 2.5\n", [], "federation.num_clients: expected an integer"),
@@ -54,7 +61,8 @@ def test_plain_string_override_for_paths(write_scenario, tmp_path):
         ("[data]\ndownload = 'yes'\n", [], "data.download: expected true or false"),
         ("[data]\ndataset = 'mnist'\n", [], "data.dataset = 'mnist' is unknown; allowed: cifar10"),
         ("[data]\ndataset = 'cifar10'\n", [], "data.root must be set"),
-        ("[partition]\nmethod = 'zipf'\n", [], "partition.method = 'zipf' is unknown; allowed: iid"),
+        ("[partition]\nmethod = 'zipf'\n", [], "partition.method = 'zipf' is unknown; allowed: iid, dirichlet, "
+         "shards, natural_id, IidPartitioner, DirichletPartitioner"),
         ("[classifiers.knn]\nk = 0\n", [], "classifiers.knn: k must be an integer >= 1"),
         ("[classifiers.knn]\nmetric = 'manhattan'\n", [], "classifiers.knn: metric must be one of cosine, euclidean"),
         ("[classifiers.svm]\n", [], "unknown classifier 'svm'; allowed: knn"),
@@ -84,7 +92,9 @@ def test_missing_file():
 
 
 def test_resolved_toml_round_trips(write_scenario):
-    sc = load_scenario(write_scenario("[partition]\nmethod = 'shards'\nclasses_per_client = 3\n"), ["seed=9"])
+    sc = load_scenario(write_scenario("[partition]\nmethod = 'DistributionPartitioner'\n[partition.params]\n"
+                                      "distribution_array = [[1, 2], [3, 4]]\nnum_unique_labels_per_partition = 1\n"
+                                      "preassigned_num_samples_per_label = 0\n"), ["seed=9"])
     again = load_scenario(write_scenario(to_toml(sc.to_dict()), "resolved.toml"))
     assert again.to_dict() == sc.to_dict()
     assert from_dict(sc.to_dict()) == sc

@@ -103,7 +103,7 @@ def _check_split(ds, rows, labels, classes):
 
 
 def test_registry_names():
-    assert set(DATASETS) == {"cifar10", "cifar100", "imagefolder", "cifar10-mini"}
+    assert set(DATASETS) == {"cifar10", "cifar100", "imagefolder", "imagefolder-parties", "cifar10-mini"}
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -116,6 +116,33 @@ def test_cifar10_tiny_files(tiny_cifar10, split):
 def test_cifar100_tiny_files(tiny_cifar100, split):
     ds = load_dataset("cifar100", tiny_cifar100["root"], split)
     _check_split(ds, *tiny_cifar100[split], tiny_cifar100["classes"])
+
+
+def test_cifar_split_is_stored_once_and_read_row_by_row(tiny_cifar10, monkeypatch, tmp_path):
+    """torchvision reads the pickled batches once; later loads read labels and single rows
+    from the stored array, without torchvision and without holding the split."""
+    import torchvision.datasets as tvd
+
+    monkeypatch.setenv("FEDSIM_CACHE_DIR", str(tmp_path / "cache"))
+    first = load_dataset("cifar10", tiny_cifar10["root"], "train")
+    assert type(first.source).__name__ == "_ImageRows"
+    monkeypatch.setattr(tvd.CIFAR10, "__init__", lambda *a, **k: pytest.fail("torchvision read the batches again"))
+    again = load_dataset("cifar10", tiny_cifar10["root"], "train")
+    _check_split(again, *tiny_cifar10["train"], tiny_cifar10["classes"])
+    assert not hasattr(again.source, "data")  # no array of the split in the process
+    (tiny_cifar10["root"] / "cifar-10-batches-py" / "data_batch_1").touch()  # changed files: read again
+    with pytest.raises(BaseException, match="torchvision read the batches again"):
+        load_dataset("cifar10", tiny_cifar10["root"], "train")
+
+
+def test_cifar_with_an_unwritable_cache_holds_the_split_in_memory(tiny_cifar10, monkeypatch, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FEDSIM_CACHE_DIR", str(blocker))
+    with caplog.at_level("WARNING", logger="fedsim"):
+        ds = load_dataset("cifar10", tiny_cifar10["root"], "test")
+    _check_split(ds, *tiny_cifar10["test"], tiny_cifar10["classes"])
+    assert any("whole cifar10 test split in memory" in r.getMessage() for r in caplog.records)
 
 
 def test_transform_argument_and_reassignment(tiny_cifar10):
@@ -168,7 +195,7 @@ def test_imagefolder(tmp_path):
     _png_tree(tmp_path, {"train": {"dog": 3, "cat": 2}, "test": {"cat": 1, "dog": 2}})
     train = load_dataset("imagefolder", tmp_path, "train")
     test = load_dataset("imagefolder", str(tmp_path), "test", transform=lambda im: im.mode)
-    assert train.classes == test.classes == ["cat", "dog"]
+    assert train.classes == test.classes == ["cat", "dog"] and train.parties is None
     np.testing.assert_array_equal(train.targets, [0, 0, 1, 1, 1])
     np.testing.assert_array_equal(test.targets, [0, 1, 1])
     assert train.targets.dtype == np.int64
@@ -193,6 +220,28 @@ def test_imagefolder_missing_split(tmp_path):
     assert str(info.value) == f"imagefolder root {tmp_path.resolve()} must contain train/ and test/ with one subfolder per class"
 
 
+def test_imagefolder_parties(tmp_path):
+    root = tmp_path / "data"
+    _png_tree(root / "train" / "party1", {"": {"cat": 2, "dog": 1}})
+    _png_tree(root / "train" / "party2", {"": {"fox": 2}})
+    _png_tree(root / "test" / "party2", {"": {"cat": 1}})
+    train = load_dataset("imagefolder-parties", root, "train")
+    test = load_dataset("imagefolder-parties", root, "test")
+    assert train.classes == test.classes == ["cat", "dog", "fox"]
+    np.testing.assert_array_equal(train.targets, [0, 0, 1, 2, 2])
+    assert train.parties.tolist() == ["party1"] * 3 + ["party2"] * 2 and test.parties.tolist() == ["party2"]
+    assert train[3][0].mode == "RGB" and train.describe(3).endswith("party2/fox/0.png")
+
+
+def test_imagefolder_parties_layout_errors(tmp_path):
+    (tmp_path / "train" / "p" / "cat").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="must contain train/ and test/, each with one subfolder per party"):
+        load_dataset("imagefolder-parties", tmp_path, "train")
+    (tmp_path / "test").mkdir()
+    with pytest.raises(DatasetError, match="no images found under"):
+        load_dataset("imagefolder-parties", tmp_path, "train")
+
+
 # --------------------------------------------------------------------------- cifar10-mini
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -213,7 +262,7 @@ def test_cifar10_mini(split, n, per_class):
     img, label = ds[n - 1]
     assert isinstance(img, Image.Image) and img.mode == "RGB" and img.size == (32, 32)
     assert type(label) is int and label == ds.targets[n - 1]
-    assert load_dataset("cifar10-mini", None, split).source.images is ds.source.images  # decoded once
+    assert load_dataset("cifar10-mini", None, split).source.blob is ds.source.blob  # read once, decoded per image
 
 
 def test_cifar10_mini_provenance():

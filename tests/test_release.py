@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsim.clients.release import anonymize, client_data, client_indices, partition_params
+from fedsim.clients import release
+from fedsim.clients.release import anonymize, client_data, scenario_indices
 from fedsim.config import load_scenario
 
 
@@ -13,8 +14,8 @@ def _scenario(write_scenario, *overrides):
 
 
 def test_partitions_are_disjoint_and_queries_follow_the_train_mix(write_scenario):
-    sc = _scenario(write_scenario, "partition.method=dirichlet", "partition.alpha=0.3")
-    parts, queries = client_indices("cifar10-mini", "", False, "dirichlet", partition_params(sc), 3, sc.seed)
+    sc = _scenario(write_scenario, "partition.method=dirichlet", "partition.params.alpha=0.3")
+    parts, queries = scenario_indices(sc, 3)
     assert sum(len(p) for p in parts) == 5000 and len(np.unique(np.concatenate(parts))) == 5000
     assert sum(len(q) for q in queries) == 1000 and len(np.unique(np.concatenate(queries))) == 1000
     from fedsim.data import load_dataset
@@ -39,3 +40,14 @@ def test_client_data_and_release(write_scenario):
     np.testing.assert_array_equal(rel.x_train, a.x_train)
     assert rel.metrics["reidentification_rate"] > 0.95
     assert rel.metrics["local_accuracy_loss"] == 0.0
+
+
+def test_a_process_keeps_only_its_current_clients_embeddings(write_scenario):
+    sc = _scenario(write_scenario, "federation.num_clients=16")
+    first = client_data(sc, 3, 16, progress=False)
+    assert client_data(sc, 3, 16, progress=False) is first  # the current client: kept
+    other = client_data(sc, 4, 16, progress=False)
+    assert [pid for (_, pid) in release._CURRENT] == [4] and other.partition_id == 4
+    again = client_data(sc, 3, 16, progress=False)  # a revisit reads the embedding cache
+    assert again is not first and again.embedding_cache == "hit"
+    np.testing.assert_array_equal(again.x_train, first.x_train)

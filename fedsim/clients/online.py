@@ -29,14 +29,19 @@ def stream_for(scenario: Scenario, data: ClientData, batch_size: int) -> BatchSt
     return BatchStream(data.y_train, batch_size, scenario.seed, scenario.online.sampling, client=data.partition_id)
 
 
+#: (embedding scope, partition id, split, domain) -> embeddings, of one client only (the
+#: last served), like fedsim.clients.release's memo; the embedding cache serves revisits.
 _DOMAIN_EMB: dict[tuple, np.ndarray] = {}
 
 
 def _domain_embeddings(scenario: Scenario, pid: int, num_partitions: int, split: str, domain: Domain) -> np.ndarray:
     """Embeddings of this client's whole train partition or query set seen through ``domain``."""
-    key = (*embedding_scope(scenario, num_partitions), pid, split, domain.label)
+    client = (*embedding_scope(scenario, num_partitions), pid)
+    key = (*client, split, domain.label)
     if key in _DOMAIN_EMB:
         return _DOMAIN_EMB[key]
+    if any(k[:len(client)] != client for k in _DOMAIN_EMB):
+        _DOMAIN_EMB.clear()
     d, ex = scenario.data, scenario.extractor
     parts, queries = scenario_indices(scenario, num_partitions)
     indices = (parts if split == "train" else queries)[pid]

@@ -22,7 +22,7 @@ from fedsim import anonymizers, extractors
 from fedsim.classifiers import KNNClassifier
 from fedsim.clients.keys import KEY_ENV, NODE_KEY
 from fedsim.config import Scenario
-from fedsim.data import load_dataset, partition, split_like
+from fedsim.data import client_splits, load_dataset
 from fedsim.device import best_device
 from fedsim.extractors.cache import EmbeddingCache, cached_extract
 from fedsim.seeding import derive_seed
@@ -70,35 +70,22 @@ class Release:
 
 @functools.lru_cache(maxsize=4)
 def _dataset(name: str, root: str, split: str, download: bool):
+    """A split as a cheap object (labels, and images read when asked for), once per process."""
     return load_dataset(name, root or None, split, download=download)
 
 
 @functools.lru_cache(maxsize=8)
-def client_indices(
-    name: str, root: str, download: bool, method: str, params: tuple, num_partitions: int, seed: int
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Train and query index partitions for all clients (cached per process)."""
-    train_labels = _dataset(name, root, "train", download).targets
-    test_labels = _dataset(name, root, "test", download).targets
-    parts = partition(method, train_labels, num_partitions, derive_seed(seed, "partition"), **dict(params))
-    queries = split_like(train_labels, parts, test_labels, derive_seed(seed, "query-partition"))
-    return parts, queries
-
-
-def partition_params(scenario: Scenario) -> tuple:
-    """The parameters the chosen partitioner takes, as a hashable tuple."""
-    p = scenario.partition
-    by_method = {
-        "iid": {},
-        "dirichlet": {"alpha": p.alpha, "min_partition_size": p.min_partition_size, "self_balancing": p.self_balancing},
-        "shards": {"classes_per_client": p.classes_per_client},
-    }
-    return tuple(sorted(by_method.get(p.method, {}).items()))
+def client_indices(name: str, root: str, download: bool, method: str, params_json: str, num_partitions: int,
+                   seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Train and query index partitions for all clients (from the labels alone; stored on
+    disk by the first process that computes them, and cached per process)."""
+    train, test = _dataset(name, root, "train", download), _dataset(name, root, "test", download)
+    return client_splits(method, json.loads(params_json), train, test, num_partitions, seed)
 
 
 def scenario_indices(scenario: Scenario, num_partitions: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    d = scenario.data
-    return client_indices(d.dataset, d.root, d.download, scenario.partition.method, partition_params(scenario),
+    d, p = scenario.data, scenario.partition
+    return client_indices(d.dataset, d.root, d.download, p.method, json.dumps(p.params, sort_keys=True),
                           num_partitions, scenario.seed)
 
 
@@ -113,7 +100,10 @@ def extractor_for(scenario: Scenario, num_classes: int) -> extractors.Extractor:
     return _extractor(ex.name, ex.weights, num_classes, derive_seed(scenario.seed, "extractor"), ex.download)
 
 
-_DATA: dict[tuple, dict[int, ClientData]] = {}
+#: (embedding scope, partition id) -> data of the last client this process served.  One
+#: entry at most, so a process's memory follows its current partition, not every partition
+#: it served; a revisit reads the embedding cache (keyed by the client's indices).
+_CURRENT: dict[tuple, ClientData] = {}
 
 
 def embedding_scope(scenario: Scenario, num_partitions: int) -> tuple:
@@ -123,10 +113,12 @@ def embedding_scope(scenario: Scenario, num_partitions: int) -> tuple:
 
 
 def client_data(scenario: Scenario, partition_id: int, num_partitions: int, progress: bool = True) -> ClientData:
-    """This client's partition and embeddings (extracted once per process, or from the cache)."""
+    """This client's partition and embeddings (extracted, or read from the embedding cache;
+    kept in the process while it serves this client)."""
     key = embedding_scope(scenario, num_partitions)
-    if partition_id in _DATA.get(key, {}):
-        return _DATA[key][partition_id]
+    if (key, partition_id) in _CURRENT:
+        return _CURRENT[key, partition_id]
+    _CURRENT.clear()  # drop the previous client's embeddings before extracting these
     d, ex = scenario.data, scenario.extractor
     train_ds = _dataset(d.dataset, d.root, "train", d.download)
     test_ds = _dataset(d.dataset, d.root, "test", d.download)
@@ -154,9 +146,7 @@ def client_data(scenario: Scenario, partition_id: int, num_partitions: int, prog
         y_query=test_ds.targets[query_idx], label_histogram=np.bincount(y_train, minlength=num_classes),
         timings={"extract_s": t_extract}, embedding_cache=cache_state,
     )
-    if key not in _DATA:  # one scenario at a time per process; a Ray actor serves several partitions
-        _DATA.clear()
-    _DATA.setdefault(key, {})[partition_id] = data
+    _CURRENT[key, partition_id] = data
     return data
 
 

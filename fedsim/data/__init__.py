@@ -1,19 +1,18 @@
-"""Data layer of fedsim: image datasets and federated partitioners.
+"""Data layer of fedsim: image datasets and their division among federated clients.
 
-``load_dataset`` gives a uniform (image, label) dataset for any registered
-name; ``partition`` splits its labels among clients and ``split_like`` gives
-each client a test split with the same label mix.
+``load_dataset`` gives a uniform (image, label) dataset for any registered name;
+``client_splits`` gives every client's training and query indices (computed with Flower
+Datasets' partitioners in ``fedsim.data.partition``, which is imported only when a split
+is not stored yet, since it pulls in ``datasets``, pyarrow and pandas).
 """
 
 from fedsim.data.datasets import DATASETS, DatasetError, LabeledImageDataset, load_dataset
-from fedsim.data.partition import PARTITIONERS, partition, split_like
+from fedsim.data.splits import client_splits
 
 __all__ = [
     "DATASETS",
     "DatasetError",
     "LabeledImageDataset",
-    "PARTITIONERS",
+    "client_splits",
     "load_dataset",
-    "partition",
-    "split_like",
 ]

@@ -2,14 +2,22 @@
 
 Every loader returns a :class:`LabeledImageDataset`: ``ds[i]`` gives
 ``(transform(PIL RGB image), int label)``, ``ds.targets`` is an int64 array of
-all labels (read without decoding any image, so partitioners stay cheap) and
-``ds.classes`` lists the class names. The transform can be swapped later with
+all labels, ``ds.parties`` the party of every image (None when the data has no
+parties) and ``ds.classes`` lists the class names. Labels and parties are read
+without decoding any image, so partitioners stay cheap; an image is read and
+decoded only when ``ds[i]`` asks for it, so a client process holds its own share
+of the images, never the whole split. The transform can be swapped later with
 ``ds.transform = ...``, which lets extractors attach their own preprocessing.
 
 Supported names (see :data:`DATASETS`):
 
-* ``cifar10`` / ``cifar100`` - torchvision's own CIFAR classes on a local root.
+* ``cifar10`` / ``cifar100`` - torchvision's on-disk CIFAR format on a local root.
+  torchvision checks (or downloads) the files once and the split is stored as a
+  ``.npy`` array in fedsim's cache folder; every later load reads the labels and
+  then single image rows from that file.
 * ``imagefolder`` - ``root/{train,test}/<class>/<image>`` through torchvision's ImageFolder.
+* ``imagefolder-parties`` - ``root/{train,test}/<party>/<class>/<image>``: one folder
+  per party, which ``partition.method = "natural_id"`` makes the clients.
 * ``cifar10-mini`` - a 5,000/1,000 image class-balanced CIFAR-10 subset shipped
   inside the package (original JPEG bytes), for offline tests and quick demos.
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -31,6 +40,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from fedsim import diskcache
 from fedsim.assets import package_file
 
 logger = logging.getLogger(__name__)
@@ -63,15 +73,18 @@ class LabeledImageDataset(Dataset):
 
     ``source[i]`` must return ``(PIL image, anything)``; its own transform must
     be unset so the image arrives raw. Labels come from ``targets`` instead of
-    the source so they are plain Python ints and readable without decoding.
+    the source so they are plain Python ints and readable without decoding;
+    ``parties`` (party names, one per image) likewise.
     """
 
-    def __init__(self, source: Any, targets: Any, classes: list[str], transform: Transform | None = None) -> None:
+    def __init__(self, source: Any, targets: Any, classes: list[str], transform: Transform | None = None,
+                 parties: np.ndarray | None = None) -> None:
         self.source = source
         self.targets = np.asarray(targets, dtype=np.int64)
         self.classes = list(classes)
         self.transform = transform
-        if len(self.targets) != len(source):
+        self.parties = None if parties is None else np.asarray(parties, dtype=str)
+        if len(self.targets) != len(source) or (self.parties is not None and len(self.parties) != len(source)):
             raise DatasetError(f"internal: {len(source)} images but {len(self.targets)} labels")
 
     def __len__(self) -> int:
@@ -99,18 +112,61 @@ class LabeledImageDataset(Dataset):
         return f"{type(self).__name__}(n={len(self)}, classes={len(self.classes)}, source={type(self.source).__name__})"
 
 
-class _ArrayImages(Dataset):
-    """(N, H, W, 3) uint8 array served as PIL images, exactly like torchvision's CIFAR classes do."""
+class _ImageRows(Dataset):
+    """(N, H, W, 3) uint8 images in a ``.npy`` file, one row read per access.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images = images
+    Nothing is mapped or kept: a process holds only the images it is serving, however
+    large the file (torchvision's CIFAR classes hold the whole split in memory).
+    """
+
+    def __init__(self, path: Path, labels: np.ndarray) -> None:
+        header = np.load(path, mmap_mode="r")  # reads the header only
+        self.path, self.offset, self.shape = path, header.offset, header.shape[1:]
+        self.row_bytes = int(np.prod(self.shape))
         self.labels = labels
+        if header.dtype != np.uint8 or len(header) != len(labels):
+            raise DatasetError(f"{path} holds {header.dtype} x {len(header)} images for {len(labels)} labels: "
+                               f"delete {path.parent} to rebuild it")
+        del header
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[index]), int(self.labels[index])
+        with open(self.path, "rb") as fh:
+            row = os.pread(fh.fileno(), self.row_bytes, self.offset + int(index) * self.row_bytes)
+        return Image.fromarray(np.frombuffer(row, np.uint8).reshape(self.shape)), int(self.labels[index])
+
+
+class _JpegBlob(Dataset):
+    """JPEG files concatenated in one byte array; an image is decoded when it is asked for."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+        self.blob, self.offsets, self.labels = blob, offsets, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        raw = self.blob[self.offsets[index]:self.offsets[index + 1]].tobytes()
+        with Image.open(io.BytesIO(raw)) as im:
+            return im.convert("RGB"), int(self.labels[index])
+
+
+class _ImageFiles(Dataset):
+    """``samples`` = [(path, label)], opened when asked for (as torchvision's ImageFolder does)."""
+
+    def __init__(self, samples: list[tuple[str, int]]) -> None:
+        from torchvision.datasets.folder import default_loader
+
+        self.samples, self.loader = samples, default_loader
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[index]
+        return self.loader(path), label
 
 
 # --------------------------------------------------------------------------- loaders
@@ -123,8 +179,40 @@ def _require_root(name: str, root: PathLike | None, fix: str) -> Path:
     return Path(root).expanduser().resolve()
 
 
+def _cifar_files_key(cls: Any, path: Path, split: str) -> dict[str, Any] | None:
+    """What a stored split depends on: the torchvision files (name, size, mtime); None
+    while one is missing (torchvision then downloads it, or says what is wrong)."""
+    folder = path / cls.base_folder
+    names = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)] + [cls.meta["filename"]]
+    files = []
+    for name in names:
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            return None
+        files.append([name, st.st_size, st.st_mtime_ns])
+    return {"dataset": cls.__name__, "root": str(path), "split": split, "files": files}
+
+
+def _write_split(folder: Path, images: np.ndarray, labels: Any, classes: list[str]) -> None:
+    np.save(folder / "images.npy", np.ascontiguousarray(images, dtype=np.uint8))
+    np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
+    (folder / "classes.json").write_text(json.dumps(list(classes)))
+
+
+def _stored_split(folder: Path, transform: Transform | None) -> LabeledImageDataset:
+    labels = np.load(folder / "labels.npy")
+    classes = json.loads((folder / "classes.json").read_text())
+    return LabeledImageDataset(_ImageRows(folder / "images.npy", labels), labels, classes, transform)
+
+
 def _torchvision_cifar(name: str, cls_name: str, folder: str) -> Callable[..., LabeledImageDataset]:
-    """Build a loader around torchvision's CIFAR class ``cls_name`` (looked up at call time)."""
+    """Build a loader around torchvision's CIFAR class ``cls_name`` (looked up at call time).
+
+    torchvision reads (and checks, or downloads) the pickled batches once; the split is
+    then stored as an array file in the cache folder (``datasets/``), from which every
+    client reads only the rows it extracts.
+    """
 
     def load(root: PathLike | None, split: str, download: bool, transform: Transform | None) -> LabeledImageDataset:
         import torchvision.datasets as tvd
@@ -132,6 +220,10 @@ def _torchvision_cifar(name: str, cls_name: str, folder: str) -> Callable[..., L
         fix = f"set data.root to a folder holding {folder}, or set data.download = true"
         path = _require_root(name, root, fix)
         cls = getattr(tvd, cls_name)
+        key = _cifar_files_key(cls, path, split)
+        stored = diskcache.find("datasets", key) if key else None
+        if stored is not None:
+            return _stored_split(stored, transform)
         try:
             base = cls(str(path), train=(split == "train"), download=download, transform=None)
         except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
@@ -142,7 +234,12 @@ def _torchvision_cifar(name: str, cls_name: str, folder: str) -> Callable[..., L
                 f"place {folder} under {path} yourself and set data.download = false"
             ) from exc
         logger.debug("loaded %s/%s from %s: %d images", name, split, path, len(base))
-        return LabeledImageDataset(base, base.targets, list(base.classes), transform)
+        stored = diskcache.store("datasets", key or _cifar_files_key(cls, path, split),
+                                 lambda tmp: _write_split(tmp, base.data, base.targets, base.classes),
+                                 f"every client process holds the whole {name} {split} split in memory")
+        if stored is None:
+            return LabeledImageDataset(base, base.targets, list(base.classes), transform)
+        return _stored_split(stored, transform)
 
     load.__doc__ = f"Load {name} via torchvision.datasets.{cls_name}; missing files become DatasetError."
     return load
@@ -180,22 +277,47 @@ def load_imagefolder(root: PathLike | None, split: str, download: bool, transfor
     return LabeledImageDataset(base, base.targets, list(base.classes), transform)
 
 
+def load_imagefolder_parties(root: PathLike | None, split: str, download: bool,
+                             transform: Transform | None) -> LabeledImageDataset:
+    """Load ``root/<split>/<party>/<class>/*``: each image's party is its top folder.
+
+    Class indices come from the sorted class folder names of every party in both splits,
+    so they agree across parties and splits; a party need not hold every class.
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    path = _require_root("imagefolder-parties", root,
+                         "set data.root to a folder with train/<party>/<class>/ and test/<party>/<class>/")
+    layout_error = (f"imagefolder-parties root {path} must contain train/ and test/, each with one subfolder "
+                    "per party holding one subfolder per class")
+    if download:
+        logger.warning("imagefolder-parties cannot be downloaded; ignoring data.download = true")
+    if not all((path / s).is_dir() for s in SPLITS):
+        raise DatasetError(layout_error)
+    classes = sorted({c for s in SPLITS for party in _list_classes(path / s) for c in _list_classes(path / s / party)})
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    samples: list[tuple[str, int]] = []
+    parties: list[str] = []
+    for party in _list_classes(path / split):
+        found = make_dataset(str(path / split / party), class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+        samples += found
+        parties += [party] * len(found)
+    if not samples:
+        raise DatasetError(f"{layout_error}; no images found under {path / split}")
+    return LabeledImageDataset(_ImageFiles(samples), [label for _, label in samples], classes, transform,
+                               parties=np.array(parties))
+
+
 @functools.lru_cache(maxsize=None)
-def _decode_mini(asset: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Decode one split of the mini asset once per process; the arrays are made read-only to share safely."""
+def _mini_split(asset: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """One split of the mini asset as stored (JPEG bytes, offsets, labels), read once per process."""
     with np.load(asset, allow_pickle=False) as npz:
-        blob = npz[f"{split}_jpeg"]
-        offsets = npz[f"{split}_offsets"]
+        blob, offsets = npz[f"{split}_jpeg"], npz[f"{split}_offsets"]
         labels = npz[f"{split}_labels"].astype(np.int64)
         classes = tuple(str(c) for c in npz["classes"])
-    images = np.empty((len(labels), 32, 32, 3), dtype=np.uint8)
-    for i in range(len(labels)):
-        with Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())) as im:
-            images[i] = np.asarray(im.convert("RGB"))
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    logger.debug("decoded cifar10-mini/%s: %d images", split, len(labels))
-    return images, labels, classes
+    for a in (blob, offsets, labels):
+        a.flags.writeable = False  # shared by every dataset object of this process
+    return blob, offsets, labels, classes
 
 
 def load_cifar10_mini(root: PathLike | None, split: str, download: bool, transform: Transform | None) -> LabeledImageDataset:
@@ -204,8 +326,8 @@ def load_cifar10_mini(root: PathLike | None, split: str, download: bool, transfo
         raise DatasetError(
             f"cifar10-mini asset missing at {MINI_ASSET}: rebuild it with scripts/build_cifar10_mini.py or reinstall fedsim"
         )
-    images, labels, classes = _decode_mini(str(MINI_ASSET), split)
-    return LabeledImageDataset(_ArrayImages(images, labels), labels, list(classes), transform)
+    blob, offsets, labels, classes = _mini_split(str(MINI_ASSET), split)
+    return LabeledImageDataset(_JpegBlob(blob, offsets, labels), labels, list(classes), transform)
 
 
 #: Dataset registry: name -> loader(root, split, download, transform).
@@ -213,6 +335,7 @@ DATASETS: dict[str, Callable[..., LabeledImageDataset]] = {
     "cifar10": _torchvision_cifar("cifar10", "CIFAR10", "cifar-10-batches-py"),
     "cifar100": _torchvision_cifar("cifar100", "CIFAR100", "cifar-100-python"),
     "imagefolder": load_imagefolder,
+    "imagefolder-parties": load_imagefolder_parties,
     "cifar10-mini": load_cifar10_mini,
 }
 

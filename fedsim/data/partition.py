@@ -1,40 +1,257 @@
-"""Split a labelled dataset among simulated federated clients.
+"""Split a labelled dataset among simulated clients with Flower Datasets' partitioners.
 
-Partitioners decide how heterogeneous the clients are, which is the main knob of
-a federated experiment. They follow the semantics of Flower Datasets'
-partitioners (IID, Dirichlet label skew, pathological "k classes per client")
-but work on a plain label array so that the data layer does not depend on
-``flwr-datasets`` or on Hugging Face datasets.
+Partitioners decide how heterogeneous the clients are, the main knob of a federated
+experiment.  Every row partitioner of ``flwr_datasets.partitioner`` is available by its
+class name in :data:`REGISTRY`, with its own parameters, and so are the short names
+scenarios have always used (:data:`ALIASES`):
 
-Every partitioner takes ``(labels, num_partitions, rng, **params)`` and returns
-one sorted ``int64`` index array per partition; partitions never overlap.
-:func:`partition` is the single entry point: it validates the common arguments,
-seeds ``np.random.default_rng(seed)`` and dispatches through
-:data:`PARTITIONERS`. :func:`split_like` then divides the test split so that
-each client's query set mirrors the label mix of its training partition.
+* ``iid`` -- ``IidPartitioner``;
+* ``dirichlet`` -- ``DirichletPartitioner`` (``alpha = 0.5`` unless given);
+* ``shards`` -- :class:`CoveringPathologicalPartitioner` (``num_classes_per_partition = 2``
+  unless given): Flower's ``PathologicalPartitioner`` leaves classes out whenever there
+  are fewer clients than classes, whatever its ``class_assignment_mode``;
+* ``natural_id`` -- ``NaturalIdPartitioner``: one client per party of the data.
+
+They run on a label-only in-memory ``datasets.Dataset`` (columns ``idx``, ``label`` and,
+for partitioners by party, ``party``), so partitioning never decodes an image.  fedsim
+sets ``num_partitions`` (the federation's clients), ``partition_by`` and ``seed``; the
+rows are shuffled with the seed first, because ``IidPartitioner`` and the size
+partitioners cut contiguous blocks and Dirichlet splits each class in row order.  Every
+partition comes back as sorted int64 indices into the labels.
+
+:func:`split_for_clients` also divides the test split: by party when the clients are
+parties, else like the training split, class by class (:func:`split_like`).
+
+This module imports ``datasets`` (pyarrow, pandas: about 200 MB per process); client
+processes read the splits the driver stored (``fedsim.data.splits``) instead.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import functools
 import inspect
 import logging
 import numbers
-from collections.abc import Callable, Sequence
+import types
+import typing
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from datasets import Dataset
+from flwr_datasets.partitioner import (ContinuousPartitioner, DirichletPartitioner, DistributionPartitioner,
+                                       ExponentialPartitioner, GroupedNaturalIdPartitioner, IidPartitioner,
+                                       InnerDirichletPartitioner, LinearPartitioner, NaturalIdPartitioner,
+                                       Partitioner, PathologicalPartitioner, ShardPartitioner, SizePartitioner,
+                                       SquarePartitioner)
+
+from fedsim.registry import Registry
+from fedsim.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PARTITIONERS", "partition", "split_like"]
-
-#: How many Dirichlet draws to try before giving up on ``min_partition_size``
-#: (the same budget Flower's DirichletPartitioner uses).
-DIRICHLET_MAX_TRIES = 10
-
-Partitioner = Callable[..., list[np.ndarray]]
+__all__ = ["ALIASES", "CoveringPathologicalPartitioner", "REGISTRY", "create", "partition", "split_by_party",
+           "split_for_clients", "split_like", "validate"]
 
 
-# --------------------------------------------------------------------------- helpers
+class CoveringPathologicalPartitioner(Partitioner):
+    """Exactly ``num_classes_per_partition`` classes per partition, and every class held by
+    some partition whenever ``num_partitions * num_classes_per_partition`` >= the classes.
+
+    Classes are dealt round-robin from a seeded class order, so the first deal covers
+    them all; further slots get random classes the partition does not hold yet.  Each
+    class's rows are split evenly among its holders, in row order (fedsim shuffles rows).
+    """
+
+    def __init__(self, num_partitions: int, partition_by: str, num_classes_per_partition: int,
+                 seed: int | None = 42) -> None:
+        super().__init__()
+        if num_classes_per_partition < 1:
+            raise ValueError(f"num_classes_per_partition must be >= 1, got {num_classes_per_partition}")
+        self._num_partitions = num_partitions
+        self._partition_by = partition_by
+        self._per_partition = num_classes_per_partition
+        self._seed = seed
+        self._indices: list[np.ndarray] | None = None
+
+    @property
+    def num_partitions(self) -> int:
+        return self._num_partitions
+
+    def load_partition(self, partition_id: int) -> Dataset:
+        if self._indices is None:
+            self._indices = self._assign(np.asarray(self.dataset[self._partition_by]))
+        return self.dataset.select(self._indices[partition_id])
+
+    def _assign(self, labels: np.ndarray) -> list[np.ndarray]:
+        classes = np.unique(labels)
+        n, k = self._num_partitions, len(classes)
+        if self._per_partition > k:
+            raise ValueError(f"num_classes_per_partition = {self._per_partition} is above the number of classes ({k})")
+        rng = np.random.default_rng(self._seed)
+        owned = np.zeros((n, k), dtype=bool)
+        order = rng.permutation(k)
+        for slot in range(n * self._per_partition):
+            holder = slot % n
+            owned[holder, order[slot] if slot < k else rng.choice(np.flatnonzero(~owned[holder]))] = True
+        pieces: list[list[np.ndarray]] = [[] for _ in range(n)]
+        for c in range(k):
+            holders = np.flatnonzero(owned[:, c])
+            if holders.size:
+                for holder, chunk in zip(holders, np.array_split(np.flatnonzero(labels == classes[c]), holders.size)):
+                    pieces[holder].append(chunk)
+        return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in pieces]
+
+
+#: parameters fedsim sets itself, and why (for the error message)
+NOT_USER_SET = {
+    "num_partitions": "it is federation.num_clients",
+    "partition_by": 'fedsim partitions by "label" (by "party" for natural-id partitioners)',
+    "seed": "it derives from the scenario's top-level seed",
+    "shuffle": "it only orders rows inside a partition, and fedsim sorts every partition",
+}
+
+#: partitioners that make one client per party (or group of parties), not per label mix
+BY_PARTY = (NaturalIdPartitioner, GroupedNaturalIdPartitioner)
+
+#: short name -> (partitioner, defaults that differ from its own)
+ALIASES: dict[str, tuple[type[Partitioner], dict[str, Any]]] = {
+    "iid": (IidPartitioner, {}),
+    "dirichlet": (DirichletPartitioner, {"alpha": 0.5}),
+    "shards": (CoveringPathologicalPartitioner, {"num_classes_per_partition": 2}),
+    "natural_id": (NaturalIdPartitioner, {}),
+}
+
+REGISTRY: Registry[Partitioner] = Registry("partitioner", internal=tuple(NOT_USER_SET))
+for _name, (_cls, _defaults) in ALIASES.items():
+    REGISTRY.register(_name)(functools.partial(_cls, **_defaults))
+# Flower's row partitioners.  Left out: IdToSizeFncPartitioner (its parameter is a Python
+# function, which a scenario file cannot hold) and the Vertical* ones (they split columns).
+for _cls in (IidPartitioner, DirichletPartitioner, ShardPartitioner, PathologicalPartitioner,
+             InnerDirichletPartitioner, SizePartitioner, LinearPartitioner, SquarePartitioner,
+             ExponentialPartitioner, DistributionPartitioner, ContinuousPartitioner, NaturalIdPartitioner,
+             GroupedNaturalIdPartitioner, CoveringPathologicalPartitioner):
+    REGISTRY.register(_cls.__name__)(_cls)
+
+
+def partitioner_class(method: str) -> type[Partitioner]:
+    factory = REGISTRY.get(method)
+    return factory.func if isinstance(factory, functools.partial) else factory
+
+
+def by_party(method: str) -> bool:
+    """True when ``method`` makes the clients from the data's parties."""
+    return issubclass(partitioner_class(method), BY_PARTY)
+
+
+# --------------------------------------------------------------------------- parameter types
+
+
+def _arms(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _is_list_hint(hint: Any) -> bool:
+    return typing.get_origin(hint) in (list, collections.abc.Sequence) or hint in (list, collections.abc.Sequence)
+
+
+def _is_array_hint(hint: Any) -> bool:
+    return hint is np.ndarray or typing.get_origin(hint) is np.ndarray
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a TOML value suits the partitioner's annotation (unknown annotations pass:
+    the partitioner checks those itself)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, arm) for arm in _arms(hint))
+    if typing.get_origin(hint) is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    if _is_list_hint(hint):
+        item = (typing.get_args(hint) or (Any,))[0]
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if _is_array_hint(hint):
+        try:
+            return isinstance(value, list) and np.asarray(value).dtype.kind in "iuf"
+        except ValueError:  # ragged
+            return False
+    return True
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arms = [a for a in _arms(hint) if a is not type(None) and not (a is int and float in _arms(hint))]
+        return " or ".join(dict.fromkeys(_describe(a) for a in arms))
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if _is_list_hint(hint):
+        return f"a list ({_describe((typing.get_args(hint) or (Any,))[0])} each)"
+    if _is_array_hint(hint):
+        return "a list of numbers (or of lists of numbers)"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    """A TOML list for a parameter that must be an array becomes one."""
+    arms = _arms(hint)
+    if isinstance(value, list) and not any(_is_list_hint(a) and _fits(value, a) for a in arms) \
+            and any(_is_array_hint(a) for a in arms):
+        return np.asarray(value)
+    return value
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def create(method: str, params: Mapping[str, Any], num_partitions: int, seed: int) -> Partitioner:
+    """Build the named partitioner for ``num_partitions`` clients; an unknown name, an unknown,
+    missing or mistyped parameter is a one-line ValueError saying what is allowed."""
+    for name, why in NOT_USER_SET.items():
+        if name in params:
+            raise ValueError(f"parameter {name!r} cannot be set in a scenario: {why}")
+    REGISTRY.check_parameters(method, dict(params))
+    factory, cls = REGISTRY.get(method), partitioner_class(method)
+    signature, hints = inspect.signature(factory), typing.get_type_hints(cls.__init__)
+    missing = [n for n, p in signature.parameters.items()
+               if p.default is p.empty and n not in params and n not in NOT_USER_SET]
+    if missing:
+        raise ValueError(f"partitioner {method!r} needs parameter {missing[0]!r} "
+                         f"({_describe(hints.get(missing[0], Any))})")
+    sizes = params.get("partition_sizes")
+    if isinstance(sizes, list) and len(sizes) != num_partitions:
+        raise ValueError(f"partition_sizes lists {len(sizes)} sizes, one per client, and there are {num_partitions} "
+                         "clients (federation.num_clients)")
+    kwargs: dict[str, Any] = {}
+    for name, value in params.items():
+        hint = hints.get(name, Any)
+        if not _fits(value, hint):
+            raise ValueError(f"parameter {name!r} = {value!r} of partitioner {method!r} must be {_describe(hint)}")
+        kwargs[name] = _convert(value, hint)
+    fixed = {"num_partitions": num_partitions, "partition_by": "party" if by_party(method) else "label", "seed": seed}
+    kwargs.update({k: v for k, v in fixed.items() if k in signature.parameters})
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"partitioner {method!r}: {' '.join(str(err).split())}") from None
+
+
+def validate(method: str, params: Mapping[str, Any], num_partitions: int) -> None:
+    """What can be checked without the data: the name and the parameters."""
+    create(method, params, num_partitions, seed=0)
 
 
 def _as_labels(labels: Sequence[int] | np.ndarray, what: str = "labels") -> np.ndarray:
@@ -47,194 +264,40 @@ def _as_labels(labels: Sequence[int] | np.ndarray, what: str = "labels") -> np.n
     return arr.astype(np.int64, copy=False)
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    """Validate an integer parameter; bools are rejected because True == 1 hides mistakes."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
-def _finish(pieces: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """Concatenate per-partition chunks into sorted int64 arrays (sorted = stable, cache friendly)."""
-    out = []
-    for chunks in pieces:
-        idx = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
-        out.append(np.sort(idx.astype(np.int64, copy=False)))
-    return out
-
-
-# --------------------------------------------------------------------------- partitioners
-
-
-def iid_partition(labels: np.ndarray, num_partitions: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffle all indices and cut them into nearly equal parts: the homogeneous baseline."""
-    perm = rng.permutation(len(labels))
-    return [np.sort(part) for part in np.array_split(perm, num_partitions)]
-
-
-def dirichlet_partition(
-    labels: np.ndarray,
-    num_partitions: int,
-    rng: np.random.Generator,
-    *,
-    alpha: float,
-    min_partition_size: int = 10,
-    self_balancing: bool = False,
-) -> list[np.ndarray]:
-    """Label-skewed split: each class is spread over partitions with Dir(alpha) proportions.
-
-    Small ``alpha`` concentrates each class on few clients (strong non-IID),
-    large ``alpha`` approaches IID. Draws are repeated until every partition
-    holds at least ``min_partition_size`` samples, because an empty client
-    would break training and evaluation downstream. ``self_balancing`` gives
-    no further samples to partitions already above the average size, which
-    keeps partition sizes comparable (Flower's behaviour).
-    """
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-    min_partition_size = _check_int("min_partition_size", min_partition_size, 0)
-    if not isinstance(self_balancing, (bool, np.bool_)):
-        raise ValueError(f"self_balancing must be true or false, got {self_balancing!r}")
-
-    n = len(labels)
-    if num_partitions * min_partition_size > n:
-        raise ValueError(
-            f"min_partition_size={min_partition_size} is impossible: {num_partitions} partitions x "
-            f"{min_partition_size} > {n} samples; lower min_partition_size or num_partitions"
-        )
-    class_indices = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    concentration = np.full(num_partitions, float(alpha))
-    average = n / num_partitions
-
-    smallest = 0
-    for attempt in range(1, DIRICHLET_MAX_TRIES + 1):
-        pieces: list[list[np.ndarray]] = [[] for _ in range(num_partitions)]
-        sizes = np.zeros(num_partitions, dtype=np.int64)
-        for idx in class_indices:
-            idx = rng.permutation(idx)
-            props = rng.dirichlet(concentration)
-            if self_balancing:
-                open_parts = sizes <= average
-                props = np.where(open_parts, props, 0.0)
-                total = props.sum()
-                # Tiny alpha can underflow every open proportion to 0: fall back to uniform.
-                props = props / total if total > 0 else open_parts / open_parts.sum()
-            cuts = np.minimum((np.cumsum(props) * len(idx)).astype(np.int64)[:-1], len(idx))
-            for p, chunk in enumerate(np.split(idx, cuts)):
-                if chunk.size:
-                    pieces[p].append(chunk)
-                    sizes[p] += chunk.size
-        smallest = int(sizes.min())
-        if smallest >= min_partition_size:
-            logger.debug("dirichlet(alpha=%s) succeeded on draw %d", alpha, attempt)
-            return _finish(pieces)
-        logger.debug("dirichlet draw %d: smallest partition %d < %d, redrawing", attempt, smallest, min_partition_size)
-    raise ValueError(
-        f"dirichlet could not give every partition min_partition_size={min_partition_size} samples in "
-        f"{DIRICHLET_MAX_TRIES} draws (alpha={alpha}, smallest got {smallest}); "
-        "raise alpha, lower min_partition_size or use fewer partitions"
-    )
-
-
-def shards_partition(
-    labels: np.ndarray,
-    num_partitions: int,
-    rng: np.random.Generator,
-    *,
-    classes_per_client: int,
-) -> list[np.ndarray]:
-    """Pathological split: every client sees exactly ``classes_per_client`` classes.
-
-    Classes are first dealt round-robin from a shuffled class order so that no
-    class is dropped whenever ``num_partitions * classes_per_client`` covers
-    them; remaining slots get random classes the client does not hold yet.
-    Each class's shuffled samples are then split evenly among its holders.
-    """
-    classes = np.unique(labels)
-    k = len(classes)
-    classes_per_client = _check_int("classes_per_client", classes_per_client, 1)
-    if classes_per_client > k:
-        raise ValueError(f"classes_per_client must be between 1 and the number of classes ({k}), got {classes_per_client}")
-
-    owned = np.zeros((num_partitions, k), dtype=bool)
-    order = rng.permutation(k)
-    for slot in range(num_partitions * classes_per_client):
-        client = slot % num_partitions  # round j = slot // num_partitions deals one class to every client
-        if slot < k:
-            cls = order[slot]
-        else:
-            cls = rng.choice(np.flatnonzero(~owned[client]))
-        owned[client, cls] = True
-
-    dropped = np.flatnonzero(~owned.any(axis=0))
-    if dropped.size:
-        logger.warning(
-            "shards: %d partitions x %d classes cannot cover %d classes; classes %s are left out",
-            num_partitions, classes_per_client, k, classes[dropped].tolist(),
-        )
-
-    pieces: list[list[np.ndarray]] = [[] for _ in range(num_partitions)]
-    for c in range(k):
-        holders = np.flatnonzero(owned[:, c])
-        if not holders.size:
-            continue
-        idx = rng.permutation(np.flatnonzero(labels == classes[c]))
-        if idx.size < holders.size:
-            logger.warning("shards: class %s has %d samples for %d clients; some get none", classes[c], idx.size, holders.size)
-        for client, chunk in zip(holders, np.array_split(idx, holders.size)):
-            pieces[client].append(chunk)
-    return _finish(pieces)
-
-
-#: Partitioner registry: method name -> callable(labels, num_partitions, rng, **params).
-PARTITIONERS: dict[str, Partitioner] = {
-    "iid": iid_partition,
-    "dirichlet": dirichlet_partition,
-    "shards": shards_partition,
-}
-
-
-# --------------------------------------------------------------------------- public entry points
-
-
-def _check_params(method: str, fn: Partitioner, params: dict) -> None:
-    """Reject unknown or missing parameters with the list of allowed ones (config typos are common)."""
-    sig = inspect.signature(fn)
-    allowed = [p for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    names = [p.name for p in allowed]
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        allowed_txt = ", ".join(names) if names else "none"
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for partitioner {method!r}; allowed: {allowed_txt}")
-    missing = [p.name for p in allowed if p.default is inspect.Parameter.empty and p.name not in params]
-    if missing:
-        raise ValueError(f"partitioner {method!r} requires parameter(s): {', '.join(missing)}")
-
-
-def partition(
-    method: str,
-    labels: Sequence[int] | np.ndarray,
-    num_partitions: int,
-    seed: int,
-    **params: object,
-) -> list[np.ndarray]:
+def partition(method: str, labels: Sequence[int] | np.ndarray, num_partitions: int, seed: int,
+              params: Mapping[str, Any] | None = None, parties: np.ndarray | None = None) -> list[np.ndarray]:
     """Split sample indices among ``num_partitions`` clients with the named partitioner.
 
-    Returns one sorted, disjoint int64 index array per partition. The same
-    ``seed`` always yields the same split, so experiments are reproducible.
+    Returns one sorted int64 index array per partition; the same ``seed`` always gives
+    the same split.  ``parties`` (one name per sample) is needed by partitioners by party.
     """
-    if method not in PARTITIONERS:
-        raise ValueError(f"unknown partitioner method {method!r}; allowed: {', '.join(sorted(PARTITIONERS))}")
-    fn = PARTITIONERS[method]
     labels = _as_labels(labels)
-    num_partitions = _check_int("num_partitions", num_partitions, 1)
+    if isinstance(num_partitions, bool) or not isinstance(num_partitions, numbers.Integral) or num_partitions < 1:
+        raise ValueError(f"num_partitions must be an integer >= 1, got {num_partitions!r}")
     if num_partitions > len(labels):
         raise ValueError(f"num_partitions must be <= the number of samples ({len(labels)}), got {num_partitions}")
-    _check_params(method, fn, params)
-    rng = np.random.default_rng(seed)
-    parts = fn(labels, num_partitions, rng, **params)
+    partitioner = create(method, params or {}, int(num_partitions), seed)
+    order = np.random.default_rng(derive_seed(seed, "shuffle")).permutation(len(labels))
+    columns: dict[str, np.ndarray] = {"idx": order, "label": labels[order]}
+    if by_party(method):
+        if parties is None:
+            raise ValueError(f"partitioner {method!r} makes one client per party, and this data set has no "
+                             'parties: use data.dataset = "imagefolder-parties" (root/{train,test}/<party>/<class>/)')
+        columns["party"] = np.asarray(parties, dtype=str)[order]
+    partitioner.dataset = Dataset.from_dict(columns)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            made = partitioner.num_partitions
+            if made != num_partitions:
+                what = " (one per party)" if by_party(method) else ""
+                raise ValueError(f"it makes {made} partitions{what}, and num_partitions = {num_partitions}")
+            parts = [np.sort(partitioner.load_partition(p).with_format("arrow")["idx"].to_numpy().astype(np.int64))
+                     for p in range(num_partitions)]
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"partitioner {method!r}: {' '.join(str(err).split())}") from None
+    for w in caught:  # the outcome is checked (and warned about) by fedsim.preflight
+        logger.debug("%s: %s", method, w.message)
     logger.debug("partition %s: sizes %s", method, [len(p) for p in parts])
     return parts
 
@@ -290,4 +353,21 @@ def split_like(
         for client, chunk in enumerate(np.split(idx, np.cumsum(alloc)[:-1])):
             if chunk.size:
                 pieces[client].append(chunk)
-    return _finish(pieces)
+    return [np.sort(np.concatenate(p)) if p else np.empty(0, dtype=np.int64) for p in pieces]
+
+
+def split_by_party(train_parties: np.ndarray, train_parts: Sequence[np.ndarray], test_parties: np.ndarray
+                   ) -> list[np.ndarray]:
+    """Each client's query set: the test images of the parties it trains on (its own)."""
+    return [np.flatnonzero(np.isin(test_parties, np.unique(train_parties[part]))).astype(np.int64)
+            for part in train_parts]
+
+
+def split_for_clients(method: str, params: Mapping[str, Any], train_labels: np.ndarray, test_labels: np.ndarray,
+                      num_partitions: int, seed: int, train_parties: np.ndarray | None = None,
+                      test_parties: np.ndarray | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training indices, query indices) of every client, from the scenario's ``seed``."""
+    parts = partition(method, train_labels, num_partitions, derive_seed(seed, "partition"), params, train_parties)
+    if by_party(method):
+        return parts, split_by_party(np.asarray(train_parties, dtype=str), parts, np.asarray(test_parties, dtype=str))
+    return parts, split_like(train_labels, parts, test_labels, derive_seed(seed, "query-partition"))

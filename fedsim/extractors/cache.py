@@ -23,12 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from fedsim.diskcache import cache_root
+
 log = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("FEDSIM_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "fedsim"
 
 
 def array_digest(a: np.ndarray) -> str:
@@ -81,7 +78,7 @@ def warn_unwritable(root: Path, problem: str) -> None:
 
 class EmbeddingCache:
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root else default_cache_dir() / "embeddings"
+        self.root = Path(root) if root else cache_root() / "embeddings"
 
     def _path(self, key: dict[str, Any]) -> Path:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
