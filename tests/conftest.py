@@ -34,3 +34,14 @@ def require_cifar10_jpg() -> Path:
     if not CIFAR10_JPG.is_dir():
         pytest.skip(f"real CIFAR-10 JPEG copy not found at {CIFAR10_JPG}")
     return CIFAR10_JPG
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Attack tests time nothing, but results must not depend on the thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -27,12 +27,7 @@ from fedsim.privacy.stats import MIN_AUC_N, MIN_RATE_N, REASON_NO_CONTROL, REASO
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

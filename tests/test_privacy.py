@@ -21,12 +21,7 @@ from fedsim.privacy.study import overlap, reconstruction_error
 N, D, CLASSES = 1000, 32, 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,8 @@ def test_client_evaluation_ships_no_pool_unless_allowed(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     for rel in results["releases"]:
         assert rel["accuracy"]["knn"] is None and 0.5 < rel["accuracy"]["ncm"] <= 1
+        low, high = rel["accuracy_ci"]["ncm"]
+        assert low < rel["accuracy"]["ncm"] < high and rel["accuracy_n"] == sum(c["n_query"] for c in results["clients"])
         assert "share_pool_with_clients" in rel["evaluation"]["not_evaluated"]["knn"]
     audit = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     shipped = {a["name"].split(".")[1] for r in audit if r["direction"] == "server->client" for a in r["arrays"]}

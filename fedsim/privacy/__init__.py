@@ -86,6 +86,7 @@ member for ``mia_auc``, and the attacker, with no pairs, can only use the releas
 from __future__ import annotations
 
 import math
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -334,18 +335,6 @@ def assess(
     return Assessment({k: float(v) for k, v in out.items()}, links, mres, inv)
 
 
-def evaluate(
-    X: np.ndarray,
-    y: np.ndarray,
-    X_rel: np.ndarray,
-    y_rel: np.ndarray,
-    groups=None,
-    X_control: np.ndarray | None = None,
-    aux_fraction: float | None = None,
-    seed: int = 0,
-    max_samples: int = 5000,
-    device: str = "auto",
-    profile: AttackerProfile | None = None,
-) -> dict[str, float]:
-    """``assess(...).metrics``: the ``KEYS`` dict of floats."""
-    return assess(X, y, X_rel, y_rel, groups, X_control, aux_fraction, seed, max_samples, device, profile).metrics
+def evaluate(*args: Any, **kwargs: Any) -> dict[str, float]:
+    """``assess(...).metrics``: the ``KEYS`` dict of floats (same arguments as :func:`assess`)."""
+    return assess(*args, **kwargs).metrics

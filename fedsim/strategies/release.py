@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from fedsim import anonymizers, classifiers
+from fedsim.privacy.stats import wilson
 from fedsim.protocol import StatsReply
 from fedsim.strategies.base import FedsimStrategy, Scores, score_on_server
 
@@ -96,6 +97,12 @@ class ReleaseStrategy(FedsimStrategy):
                       if s.n_query[p] else {} for p in s.correct}
         return overall, per_client
 
+    def accuracy_interval(self, accuracy: dict[str, float]) -> dict[str, Any]:
+        """Queries scored and the Wilson 95% interval of each global accuracy."""
+        n = sum(self.scores.n_query[p] for p in self.scores.correct)
+        return {"n": n, "ci": {c: list(wilson(a * n, n)) if a == a else [math.nan, math.nan]
+                               for c, a in accuracy.items()}}
+
     def result(self) -> dict[str, Any]:
         accuracy, per_client = self.accuracy()
         timings = {"collect_s": self.t_collect,
@@ -103,4 +110,5 @@ class ReleaseStrategy(FedsimStrategy):
                                    for n in self.scenario.classifiers}}
         return {"index": self.index, "label": self.label, "method": self.method, "params": self.params,
                 "outcomes": self.outcomes, "failures": self.failures(), "accuracy": accuracy,
-                "per_client": per_client, "evaluation": self.evaluation_info(), "timings": timings}
+                "per_client": per_client, "evaluation": self.evaluation_info(), "timings": timings,
+                "accuracy_interval": self.accuracy_interval(accuracy)}

@@ -50,6 +50,8 @@ def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, A
     entry = {
         "index": r["index"], "label": r["label"], "method": r["method"], "params": r["params"],
         "accuracy": r["accuracy"], "accuracy_loss": loss,
+        **({"accuracy_n": r["accuracy_interval"]["n"], "accuracy_ci": r["accuracy_interval"]["ci"]}
+           if "accuracy_interval" in r else {}),
         "privacy": _client_means(clients, "metrics"),
         "clients": clients, "evaluation": r["evaluation"],
         "failed": [{k: f[k] for k in ("client", "round", "phase", "reason")} for f in r["failures"]],
