@@ -33,6 +33,7 @@ def fake_results(accuracy: float, online: bool = False, n_clients: int = 3) -> d
                                                                            accuracy - 0.1, 0.2)],
            "timings": {"collect_s": 2.0, "server_total_s": 3.0}, "evaluation": "server",
            "failures": [{"round": 0, "index": 1, "phase": "release", "client": 2, "reason": "injected fault"}],
+           "attacker_profile": {"known_pairs_fraction": 0.1, "labels": "released in clear, used"},
            "traffic": {"clients": {str(i): {"sent_bytes": 1000 * (i + 1), "received_bytes": 100, "messages": [
                {"phase": "release", "index": 0, "round": 0, "sent_bytes": 1000 * (i + 1), "received_bytes": 100}]}
                for i in range(n_clients)}, "total_sent_bytes": 6000, "total_received_bytes": 300},
@@ -73,6 +74,7 @@ def test_report_has_every_section_and_embeds_its_plots(tmp_path, capsys):
                     "## Online continual learning", "## Timings", "## Environment"):
         assert heading in md, heading
     assert "| permutation | insider | 1.0000 | 1.0000 |" in md
+    assert "Attacker profile: known pairs fraction: 0.1; labels: released in clear, used." in md
     for png in ("partition.png", "clients_reidentification_rate.png", "clients_accuracy.png", "online_R-none.png",
                 "traffic.png"):
         assert f"]({png})" in md and (run / png).stat().st_size > 5000

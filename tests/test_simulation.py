@@ -67,7 +67,8 @@ def test_client_evaluation_ships_no_pool_unless_allowed(tmp_path):
     shipped = {a["name"].split(".")[1] for r in audit if r["direction"] == "server->client" for a in r["arrays"]}
     assert shipped == {"ncm"}  # the class means only
     assert not any(a["name"].startswith("release.x_query") for r in audit for a in r["arrays"])  # queries stay home
-    assert "not evaluated" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "not evaluated" in report and "Attacker profile: known pairs fraction: 0.1" in report
     laplace = results["releases"][1]["privacy"]  # anonymeter's risks beside fedsim's, with intervals
     assert laplace["anonymeter_linkability_ci_low"] <= laplace["anonymeter_linkability"] <= 1.0
     assert laplace["reidentification_rate_ci_low"] <= laplace["reidentification_rate"] <= laplace[

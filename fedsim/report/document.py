@@ -96,6 +96,9 @@ def _section_privacy(results: dict[str, Any], run_dir: Path) -> list[Block]:
     header, crows = client_table(results, clf)
     blocks: list[Block] = [
         ("h2", "Privacy per method (client mean)"),
+        *([("p", "Attacker profile: " + "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in
+                                                results["attacker_profile"].items()) + ".")]
+          if results.get("attacker_profile") else []),
         ("p", "Each client measures its own release under emulated attacks (README: metric definitions). "
               "Rates are pooled over every client's evaluated records, with 95% intervals in brackets "
               "(Wilson for rates, DeLong for the AUC) and the number of evaluated records; '-' is a metric "

@@ -99,6 +99,13 @@ def _pooled(k: str, tables: list[dict[str, float]]) -> tuple[float, float, float
     return mean, mean - half, mean + half
 
 
+def attacker_profile(scenario: Scenario) -> dict[str, Any]:
+    """What the privacy metrics assume the server knows (README: "The attacker profile")."""
+    return {"known_pairs_fraction": scenario.privacy.aux_fraction, "mechanism_and_scale": "known (scenario)",
+            "reference_population": "the client's queries (also the membership controls)",
+            "labels": "released in clear, used", "key": "not held (insider: held)", "max_samples": scenario.privacy.max_samples}
+
+
 def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]], failures: list[dict[str, Any]],
                      num_clients: int) -> dict[str, Any]:
     """The results.json document from the strategies' per-configuration results."""
@@ -143,6 +150,7 @@ def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]], failures:
         "accuracy": first["accuracy"],
         "releases": releases,
         "failures": [{k: f[k] for k in ("round", "index", "phase", "client", "reason")} for f in failures],
+        "attacker_profile": attacker_profile(scenario),
         "timings": {"collect_s": sum(r["timings"]["collect_s"] for r in rounds)},
         "environment": environment(),
     }
