@@ -153,7 +153,6 @@ class ReleaseReply:
     n_query: int
     num_classes: int
     label_histogram: np.ndarray | None = None  # only in a client's first release (the partition table)
-    x_query: np.ndarray | None = None
     y_query: np.ndarray | None = None
     x_query_domains: list[np.ndarray] = field(default_factory=list)  # one matrix per test domain
     metrics: dict[str, float] = field(default_factory=dict)
@@ -167,8 +166,7 @@ class ReleaseReply:
             arrays["label_histogram"] = self.label_histogram
         if self.y_query is not None:
             arrays["y_query"] = self.y_query
-            queries = self.x_query_domains or ([self.x_query] if self.x_query is not None else [])
-            arrays.update({f"x_query.{j}": q for j, q in enumerate(queries)})
+            arrays.update({f"x_query.{j}": q for j, q in enumerate(self.x_query_domains)})
         return RecordDict({
             "release": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
             "info": ConfigRecord({"partition-id": self.partition_id, "n-train": self.n_train,
@@ -189,7 +187,6 @@ class ReleaseReply:
                 y_train=_array(rec, "y_train", "release"), n_train=int(info["n-train"]),
                 n_query=int(info["n-query"]), num_classes=int(info["num-classes"]),
                 label_histogram=rec["label_histogram"].numpy() if "label_histogram" in rec else None,
-                x_query=queries[0] if queries else None,
                 y_query=_array(rec, "y_query", "release") if "y_query" in rec else None,
                 x_query_domains=queries,
                 metrics=dict(content["metrics"]) if "metrics" in content else {},

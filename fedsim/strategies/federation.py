@@ -87,12 +87,12 @@ class Federation:
                   round_index, reason.strip().splitlines()[0] if reason.strip() else "")
 
     def accept(self, replies: Iterable[Message], phase: str, index: int, round_index: int,
-               check: Callable[[Any], None] | None = None, sent: list[int] | None = None) -> dict[int, Any]:
+               check: Callable[[Any], None] | None = None) -> dict[int, Any]:
         """Decoded, validated replies by node; every other node asked is recorded as failed.
 
         ``check(reply)`` runs the phase's protocol checks (it may depend on the other replies,
         which are decoded first); a reply is used whole or not at all."""
-        asked = list(self.active if sent is None else sent)
+        asked = list(self.active)
         decoded: dict[int, Any] = {}
         for msg in replies:
             node = msg.metadata.src_node_id

@@ -195,7 +195,8 @@ class OnlineStrategy(FedsimStrategy):
                                                                  "average_forgetting", "backward_transfer")}
         for pid, ms in self.client_metrics.items():
             keys = sorted({k for m in ms for k in m})
-            self.outcomes[pid].metrics = {k: float(np.nanmean([m.get(k, math.nan) for m in ms])) for k in keys}
+            finite = {k: [m[k] for m in ms if math.isfinite(m.get(k, math.nan))] for k in keys}
+            self.outcomes[pid].metrics = {k: float(np.mean(v)) if v else math.nan for k, v in finite.items()}
         online = {
             "index": self.index, "label": self.label, "method": self.method, "params": self.params,
             "batch_size": self.batch_size, "setting": self.scenario.online.setting, "rounds": T,
