@@ -124,7 +124,8 @@ def test_corrupt_images_are_found_lazily_not_in_preflight(tmp_path):
 
 def test_garbage_weights_file(tmp_path, capsys):
     bad = tmp_path / "garbage.pt"
-    bad.write_bytes(os.urandom(4096))
+    # Seeded, and not starting with 0x80 (a pickle's first byte): os.urandom did 1 time in 256.
+    bad.write_bytes(b"GARBAGE" + np.random.default_rng(0).bytes(4096))
     run_fails_with_one_line(capsys, quickstart(tmp_path, f"extractor.weights=\"{bad}\""),
                             "extractor.weights", str(bad), "not a torch checkpoint")
 
