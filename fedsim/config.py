@@ -114,6 +114,39 @@ class FaultConfig:
     round: int = field(default=-1, metadata=_check(_at_least(-1)))  # online round; -1 = every
 
 
+def _fraction(v: float) -> str | None:
+    return None if 0 < v <= 1 else "must be in (0, 1]"
+
+
+def _probability(v: float) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+@dataclass
+class ParticipationConfig:
+    """Who takes part in each round (``[federation.participation]``): a seeded sample of the
+    clients still in, a chance of dropping out, and simulated reply delays against a
+    deadline. The draws depend on (seed, round, partition id) only, so every configuration
+    of a run sees the same clients in the same round (strategies/participation.py)."""
+
+    # share of the clients still in that the server asks each round (Flower's fraction_train)
+    fraction: float = field(default=1.0, metadata=_check(_fraction))
+    # ask at least this many each round (Flower's min_train_nodes); all when fewer remain
+    min_sampled: int = field(default=1, metadata=_check(_at_least(1)))
+    # chance that a sampled client is unavailable for a round (no message reaches it)
+    dropout: float = field(default=0.0, metadata=_check(_probability))
+    # mean simulated reply delay in seconds, exponential per round; 0 = no delays
+    delay_s: float = field(default=0.0, metadata=_check(_at_least(0)))
+    # spread of the clients' own mean delays (sigma of a log-normal): slow and fast devices
+    delay_spread: float = field(default=1.0, metadata=_check(_at_least(0)))
+    # a reply delayed past this many seconds is late: received, recorded, not used in that
+    # round; the client stays in. 0 = federation.round_timeout
+    deadline_s: float = field(default=0.0, metadata=_check(_at_least(0)))
+
+    def enabled(self) -> bool:
+        return self.fraction < 1 or self.dropout > 0 or self.delay_s > 0
+
+
 @dataclass
 class FederationConfig:
     num_clients: int = field(default=4, metadata=_check(_at_least(1)))
@@ -133,6 +166,7 @@ class FederationConfig:
     # the most rows one release may have (the server rejects larger replies)
     max_release_rows: int = field(default=1_000_000, metadata=_check(_at_least(1)))
     client_resources: ClientResources = field(default_factory=ClientResources)
+    participation: ParticipationConfig = field(default_factory=ParticipationConfig)
     faults: list = field(default_factory=list)  # [[federation.faults]] tables (FaultConfig)
 
     def quorum(self) -> int:
@@ -423,6 +457,9 @@ def _validate_federation(scenario: Scenario) -> None:
     if fed.min_clients > fed.num_clients:
         raise ScenarioError(f"federation.min_clients = {fed.min_clients} is above federation.num_clients = "
                             f"{fed.num_clients}")
+    if fed.participation.min_sampled > fed.num_clients:
+        raise ScenarioError(f"federation.participation.min_sampled = {fed.participation.min_sampled} is above "
+                            f"federation.num_clients = {fed.num_clients}")
     for i, fault in enumerate(fed.faults):
         if not isinstance(fault, dict):
             raise ScenarioError(f"federation.faults[{i}]: expected a table with client, phase, kind")

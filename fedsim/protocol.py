@@ -12,6 +12,7 @@ Message types (Flower routes ``<category>.<action>`` to the ClientApp's handlers
 =================  ========================  ============================================
 phase              Flower message type       reply
 =================  ========================  ============================================
+``hello``          ``query.hello``           :class:`HelloReply`   (partition id; participation)
 ``stats``          ``query.stats``           :class:`StatsReply`   (pca: n, sum, X^T X)
 ``release``        ``train.release``         :class:`ReleaseReply` (one configuration)
 ``evaluate``       ``evaluate.release``      :class:`ScoresReply`  (client-side scoring)
@@ -30,6 +31,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 MESSAGE_TYPES = {
+    "hello": "query.hello",
     "stats": "query.stats",
     "release": "train.release",
     "evaluate": "evaluate.release",
@@ -142,8 +144,7 @@ class ReleaseReply:
     What the server sees: ``x_train``/``y_train`` (the anonymized release, labels in
     clear), with server-side evaluation ``x_query.<domain>``/``y_query`` (queries transformed
     by the method's per-record part), ``n_train``/``n_query`` (sizes; the row limits),
-    ``num_classes``, in the client's first release only its training label histogram (the
-    report's partition table), the client's own privacy and utility measurements and
+    ``num_classes``, its training label histogram (the report's partition table), the client's own privacy and utility measurements and
     timings, and the state of its embedding cache."""
 
     partition_id: int
@@ -152,7 +153,7 @@ class ReleaseReply:
     n_train: int
     n_query: int
     num_classes: int
-    label_histogram: np.ndarray | None = None  # only in a client's first release (the partition table)
+    label_histogram: np.ndarray | None = None  # the partition table
     y_query: np.ndarray | None = None
     x_query_domains: list[np.ndarray] = field(default_factory=list)  # one matrix per test domain
     metrics: dict[str, float] = field(default_factory=dict)
@@ -228,6 +229,25 @@ class ReleaseReply:
             _check_matrix(q, f"x_query.{j}", self.x_train.shape[1] if len(self.x_train) else limits.dim)
             if len(q) != self.n_query:
                 raise ProtocolError(f"x_query.{j}: {len(q)} rows, n_query = {self.n_query}")
+
+
+@dataclass
+class HelloReply:
+    """The partition a node serves, asked once before the first round when participation
+    is sampled: the server draws its samples by partition id, never by Flower's random
+    node ids, so that the same seed asks the same clients."""
+
+    partition_id: int
+
+    def to_content(self) -> RecordDict:
+        return RecordDict({"info": ConfigRecord({"partition-id": self.partition_id})})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "HelloReply":
+        try:
+            return cls(int(content["info"]["partition-id"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProtocolError(f"hello: missing or malformed field ({type(err).__name__}: {err})") from None
 
 
 @dataclass
@@ -317,11 +337,11 @@ def reply_error(msg: Message) -> str | None:
     return None
 
 
-REPLY_TYPES = {"stats": StatsReply, "release": ReleaseReply, "online": ReleaseReply,
+REPLY_TYPES = {"hello": HelloReply, "stats": StatsReply, "release": ReleaseReply, "online": ReleaseReply,
                "evaluate": ScoresReply, "online_evaluate": ScoresReply}
 
 
-def decode_reply(msg: Message, phase: str) -> StatsReply | ReleaseReply | ScoresReply:
+def decode_reply(msg: Message, phase: str) -> HelloReply | StatsReply | ReleaseReply | ScoresReply:
     """The typed reply of ``phase``; :class:`ProtocolError` when fields are missing."""
     return REPLY_TYPES[phase].from_content(msg.content)
 

@@ -49,7 +49,9 @@ def run_scenario(scenario: Scenario, output_dir: str | Path | None = None, key: 
     from fedsim.clients.keys import new_key
     from fedsim.strategies.server_app import ServerOutput, make_server_app
 
+    t_start = time.perf_counter()
     preflight(scenario, output_dir)
+    driver = {"preflight_s": time.perf_counter() - t_start}
     key = new_key() if key is None else key
     out = Path(output_dir or scenario.output_dir)
     resolved = scenario.to_dict()
@@ -61,6 +63,7 @@ def run_scenario(scenario: Scenario, output_dir: str | Path | None = None, key: 
         try:
             backend = backend_config(scenario)
             start_ray(backend["init_args"])  # from the main thread; workers import this fedsim
+            driver["ray_start_s"] = time.perf_counter() - t0
             run_interruptibly(
                 run_simulation,
                 server_app=make_server_app(resolved, sink),
@@ -70,6 +73,8 @@ def run_scenario(scenario: Scenario, output_dir: str | Path | None = None, key: 
             )
         finally:
             if sink.results:  # also what a stopped run completed
+                driver["simulation_s"] = time.perf_counter() - t0 - driver.get("ray_start_s", 0.0)
+                sink.results["timings"].update(driver)
                 write_run_outputs(folder.path, sink.results, sink.audit, sink.received)
         if sink.error:
             raise FederationError(sink.error)

@@ -6,7 +6,8 @@ import numpy as np
 
 from fedsim import extractors
 from fedsim.data import load_dataset
-from fedsim.extractors.cache import EmbeddingCache, cached_extract, embedding_key
+from fedsim.extractors.cache import EmbeddingCache, cached_extract, embedding_key, preprocessing_of
+from fedsim.extractors.extract import precision_for
 
 
 def _key(**changes):
@@ -49,3 +50,25 @@ def test_cached_extract_hits_second_time_and_misses_for_other_weights(tmp_path):
     other = extractors.create("compact_cnn", seed=1)
     c, hit_c = cached_extract(other, ds, **common)
     assert not hit_c and not np.allclose(a, c)
+
+
+def test_a_share_is_served_from_the_whole_split_entry(tmp_path):
+    """One extraction of the split serves every partition: the share's rows, read through a
+    memory map, equal the share extracted on its own."""
+    ds = load_dataset("cifar10-mini", None, "test")
+    ex = extractors.create("compact_cnn", seed=0)
+    ds.transform = ex.transform()
+    common = dict(dataset_name="cifar10-mini", root="", split="test", progress=False)
+    share = np.array([7, 3, 500, 12])
+    alone, _ = cached_extract(ex, ds, indices=share, cache=None, **common)
+    cache = EmbeddingCache(tmp_path)
+    whole = np.random.default_rng(0).normal(size=(len(ds), alone.shape[1])).astype(np.float32)
+    key = embedding_key(weights_id=ex.weights_id, model=ex.name, preprocessing=preprocessing_of(ex.spec),
+                        precision=precision_for("cpu", "auto"), dataset="cifar10-mini", root="", split="test",
+                        labels=ds.targets, indices=None)
+    whole[share] = alone
+    cache.put(key, whole)
+    got, hit = cached_extract(ex, ds, indices=share, cache=cache, **common)
+    assert hit and got.flags.writeable and not isinstance(got, np.memmap)
+    np.testing.assert_array_equal(got, alone)
+    assert len(list(tmp_path.rglob("*.npy"))) == 1  # nothing duplicated

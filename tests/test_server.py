@@ -96,6 +96,7 @@ def test_federation_records_each_failure_once_and_leaves_the_client_out():
         Message(error=Error(code=2, reason="ClientApp exception"), metadata=_meta(13)),
         _message(14, _release(1)),  # claims another node's partition
     ]  # node 15: silent
+    fed.messages(Request("release", 0, "none", {}))  # every node asked
     ok = fed.accept(replies, "release", 0, 0)
     assert sorted(r.partition_id for r in ok.values()) == [0, 1]
     assert fed.active == [10, 11]

@@ -1,5 +1,6 @@
 """Flower ClientApp: the client side of every message type (see fedsim.protocol).
 
+* ``query.hello``      -- the partition id this node serves (sampled participation);
 * ``query.stats``      -- sufficient statistics for a federated transform (pca basis);
 * ``train.release``    -- the anonymized training release of one configuration, its own
   privacy/utility measurements and, with server-side evaluation, its transformed queries;
@@ -34,7 +35,7 @@ from fedsim.clients.release import ClientData, Release, anonymize, client_data, 
 from fedsim.config import Scenario, scenario_for_run
 from fedsim.device import set_threads
 from fedsim.online.replay import REPLAY_SUFFIX
-from fedsim.protocol import MESSAGE_TYPES, ReleaseReply, Request, ScoresReply, StatsReply, error_content
+from fedsim.protocol import MESSAGE_TYPES, HelloReply, ReleaseReply, Request, ScoresReply, StatsReply, error_content
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,15 @@ def _release_reply(node: Node, req: Request, data: ClientData, rel: Release, que
     return ReleaseReply(
         partition_id=node.pid, x_train=x_train, y_train=y_train, n_train=data.n_train,
         n_query=len(rel.y_query), num_classes=len(data.label_histogram),
-        label_histogram=np.asarray(data.label_histogram, np.int64) if (req.index, req.round) == (0, 0) else None,
+        label_histogram=np.asarray(data.label_histogram, np.int64),
         y_query=y_query, x_query_domains=list(queries),
         metrics=rel.metrics, timings={**rel.timings, **extra_timings},
         embedding_cache=data.embedding_cache, domain=domain,
     ).to_content()
+
+
+def hello(node: Node, req: Request) -> RecordDict:
+    return HelloReply(node.pid).to_content()
 
 
 def stats(node: Node, req: Request) -> RecordDict:
@@ -129,7 +134,7 @@ def evaluate(node: Node, req: Request) -> RecordDict:
 
 
 HANDLERS: dict[str, Callable[[Node, Request], RecordDict]] = {
-    "stats": stats, "release": release, "evaluate": evaluate, "online": online, "online_evaluate": evaluate}
+    "hello": hello, "stats": stats, "release": release, "evaluate": evaluate, "online": online, "online_evaluate": evaluate}
 
 
 def handle(phase: str, bound: dict[str, Any] | None, key: int | None, msg: Message, context: Context) -> Message:

@@ -84,12 +84,15 @@ class EmbeddingCache:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return self.root / digest[:2] / f"{digest}.npy"
 
-    def get(self, key: dict[str, Any]) -> np.ndarray | None:
+    def get(self, key: dict[str, Any], rows: np.ndarray | None = None) -> np.ndarray | None:
+        """The entry (only ``rows`` of it, read through a memory map, when given)."""
         path = self._path(key)
         if not path.is_file():
             return None
         try:
-            return np.load(path, allow_pickle=False)
+            if rows is None:
+                return np.load(path, allow_pickle=False)
+            return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False)[np.asarray(rows, dtype=np.int64)])
         except (OSError, ValueError) as err:  # a damaged entry is recomputed, not fatal
             log.warning("ignoring unreadable cache entry %s: %s", path, err)
             return None
@@ -131,7 +134,11 @@ def cached_extract(
     extractor: Any, dataset: Any, *, dataset_name: str, root: str, split: str,
     indices: np.ndarray | None, cache: EmbeddingCache | None, **extract_kwargs: Any,
 ) -> tuple[np.ndarray, bool]:
-    """``extract(...)`` through the cache; returns (embeddings, cache hit?)."""
+    """``extract(...)`` through the cache; returns (embeddings, cache hit?).
+
+    A client's share is also served from an entry of the whole split (``fedsim
+    evaluate-extractor`` stores those), reading only the share's rows: any partition, for
+    any number of clients, reuses one extraction of the data set."""
     from fedsim.extractors.extract import extract, precision_for
 
     if cache is None:
@@ -142,6 +149,8 @@ def cached_extract(
         dataset=dataset_name, root=root, split=split, labels=dataset.targets, indices=indices,
     )
     hit = cache.get(key)
+    if hit is None and indices is not None:
+        hit = cache.get({**key, "indices_sha256": "all"}, rows=indices)
     if hit is not None:
         return hit, True
     emb = extract(extractor, dataset, indices, **extract_kwargs)

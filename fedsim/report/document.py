@@ -70,6 +70,24 @@ def _section_partition(results: dict[str, Any], run_dir: Path) -> list[Block]:
     return blocks
 
 
+def _section_participation(results: dict[str, Any]) -> list[Block]:
+    """Who took part in each round (sampled participation only)."""
+    part, releases = results.get("participation"), results.get("releases", [])
+    if not part or not releases:
+        return []
+    rounds = releases[0].get("participation", [])
+    rows = [[r["round"], len(r["sampled"]), len(r["dropped"]), len(r["late"]), len(r["failed"]), len(r["took_part"])]
+            for r in rounds]
+    never = part["never_took_part"]
+    note = (f"Each round the server sampled a fraction {part['fraction']} of the clients still in (at least "
+            f"{part['min_sampled']}); a sampled client dropped out with probability {part['dropout']}, and a reply "
+            f"delayed past {_fmt(part['deadline_s'])} s (simulated; mean delay {_fmt(part['delay_s'])} s) was late: "
+            "received but not used that round. Accuracy, privacy and timings are over the clients that took part"
+            + (f"; {len(never)} client(s) never did." if never else "."))
+    return [("h2", "Participation"), ("p", note),
+            ("table", ["round", "sampled", "dropped", "late", "failed", "took part"], rows)]
+
+
 def _section_accuracy(results: dict[str, Any]) -> list[Block]:
     releases = results.get("releases", [])
     clfs = list(results["accuracy"])
@@ -229,6 +247,7 @@ def report_blocks(run_dir: Path, results: dict[str, Any]) -> list[Block]:
     return [
         *_section_overview(results, run_dir),
         *_section_partition(results, run_dir),
+        *_section_participation(results),
         *_section_accuracy(results),
         *_section_privacy(results, run_dir),
         *_section_attackers(results),

@@ -27,6 +27,7 @@ from fedsim.labels import config_label
 from fedsim.online.replay import REPLAY_SUFFIX
 from fedsim.protocol import Limits, ProtocolError, ReleaseReply, Request, ScoresReply
 from fedsim.strategies.federation import Federation, majority
+from fedsim.strategies.participation import RoundPlan
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ class FedsimStrategy(Strategy):
         self.not_evaluated: dict[str, str] = {}
         self.t_collect = 0.0
         self._t_sent = 0.0
+        self.round_plan: RoundPlan | None = None
+        self.took_part: list[int] | None = None  # this round's participants (None: every client still in)
+        self.participation: list[dict[str, Any]] = []
         if self.queries_in_clear:
             log.warning("%s: server-side evaluation shows the server the clients' query embeddings unchanged "
                         "(the method does not transform queries); evaluation = \"client\" keeps them local", self.label)
@@ -125,9 +129,18 @@ class FedsimStrategy(Strategy):
         return Request(phase=phase, index=self.index, method=self.method, params=self.params,
                        round=server_round - 1, send_queries=self.mode == "server", **kw)
 
-    def send(self, request: Request) -> list[Message]:
+    def begin_round(self, server_round: int) -> list[int] | None:
+        """Draw the round's participants; the partition ids to ask (None: every client still in)."""
+        self.round_plan = self.fed.plan(server_round - 1)
+        self.took_part = None
+        return self.round_plan.asked if self.round_plan else None
+
+    def send(self, request: Request, pids: Iterable[int] | None = None) -> list[Message]:
         self._t_sent = time.perf_counter()
-        return self.fed.messages(request)
+        return self.fed.messages(request, pids)
+
+    def late(self) -> list[int]:
+        return self.round_plan.late if self.round_plan else []
 
     # -- releases ---------------------------------------------------------------------------
     def accept_releases(self, replies: Iterable[Message], server_round: int) -> list[ReleaseReply]:
@@ -135,7 +148,8 @@ class FedsimStrategy(Strategy):
         count by majority of the replies so that one client cannot impose its own."""
         replies = list(replies)
         self.t_collect += time.perf_counter() - self._t_sent
-        decoded = self.fed.accept(replies, self.release_phase, self.index, server_round - 1)
+        failed_before = len(self.fed.failures)
+        decoded = self.fed.accept(replies, self.release_phase, self.index, server_round - 1, late=self.late())
         dims = [(r.partition_id, r.x_train.shape[1]) for r in decoded.values() if r.x_train.ndim == 2 and len(r.x_train)]
         self.limits.dim = self.limits.dim or majority(dims)
         if self.fed.num_classes is None:
@@ -160,6 +174,10 @@ class FedsimStrategy(Strategy):
                 rel.label_histogram.tolist() if rel.label_histogram is not None else [],
                 rel.embedding_cache))
             out.n_released += len(rel.y_train)
+        if self.round_plan is not None:
+            self.took_part = [rel.partition_id for rel in ok]
+            failed = [f["client"] for f in self.fed.failures[failed_before:]]
+            self.participation.append(self.round_plan.record(self.took_part, failed))
         return ok
 
     # -- evaluation -------------------------------------------------------------------------
@@ -181,7 +199,7 @@ class FedsimStrategy(Strategy):
         states = {f"classifier.{n}": clf.get_state() for n, clf in self.shippable(models).items()}
         if not states:
             return []
-        return self.send(self.request(self.evaluate_phase, server_round, arrays=states))
+        return self.send(self.request(self.evaluate_phase, server_round, arrays=states), self.took_part)
 
     def accept_scores(self, replies: Iterable[Message], server_round: int, names: list[str]) -> Scores:
         scores = Scores()

@@ -1,7 +1,8 @@
 """The server's view of the federation across all strategies of a run: which nodes are
 still in, which partition each node serves, and every failure.
 
-A client that raises, stays silent past the round timeout or sends a reply the protocol
+Which clients are asked in a round is :mod:`fedsim.strategies.participation`'s plan
+(everyone still in, unless ``[federation.participation]`` samples). A client that raises, stays silent past the round timeout or sends a reply the protocol
 rejects is recorded ONCE in ``failures`` (``{round, phase, client, reason}``), left out of
 that round's aggregation and of every later message; the run goes on while at least
 ``federation.min_clients`` clients remain (default: more than half), and otherwise stops
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from flwr.app import Message
 
 from fedsim.protocol import ProtocolError, Request, decode_reply, reply_error
+from fedsim.strategies.participation import Participation, RoundPlan
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -59,18 +61,35 @@ def _claimed_partition(msg: Message) -> int | None:
 
 
 class Federation:
-    def __init__(self, node_ids: list[int], quorum: int, timeout: float) -> None:
+    def __init__(self, node_ids: list[int], quorum: int, timeout: float,
+                 participation: Participation | None = None) -> None:
         self.active = list(node_ids)
         self.num_clients = len(node_ids)
         self.quorum = quorum
         self.timeout = timeout
+        self.participation = participation
         self.pid_of: dict[int, int] = {}
         self.failures: list[dict[str, Any]] = []
         self.num_classes: int | None = None
+        self.asked: list[int] = []
 
-    def messages(self, request: Request) -> list[Message]:
-        """One message per client still in."""
-        return [request.to_message(node) for node in self.active]
+    def introduce(self, grid: Any) -> None:
+        """Learn every node's partition id (the ``hello`` phase): sampled participation draws
+        by partition id, so it needs them before the first round."""
+        replies = grid.send_and_receive(self.messages(Request("hello", 0, "none", {})), timeout=self.timeout)
+        self.accept(replies, "hello", 0, 0)
+
+    def plan(self, round_index: int) -> RoundPlan | None:
+        """Who takes part in round ``round_index``; None: every client still in."""
+        if self.participation is None:
+            return None
+        return self.participation.plan(round_index, [self.pid_of[n] for n in self.active])
+
+    def messages(self, request: Request, pids: Iterable[int] | None = None) -> list[Message]:
+        """One message per client still in (of ``pids`` only, when given)."""
+        wanted = None if pids is None else set(pids)
+        self.asked = [n for n in self.active if wanted is None or self.pid_of.get(n) in wanted]
+        return [request.to_message(node) for node in self.asked]
 
     def fail(self, node: int, phase: str, index: int, round_index: int, reason: str,
              claimed: int | None = None) -> None:
@@ -87,12 +106,15 @@ class Federation:
                   round_index, reason.strip().splitlines()[0] if reason.strip() else "")
 
     def accept(self, replies: Iterable[Message], phase: str, index: int, round_index: int,
-               check: Callable[[Any], None] | None = None) -> dict[int, Any]:
+               check: Callable[[Any], None] | None = None, late: Iterable[int] = ()) -> dict[int, Any]:
         """Decoded, validated replies by node; every other node asked is recorded as failed.
 
         ``check(reply)`` runs the phase's protocol checks (it may depend on the other replies,
-        which are decoded first); a reply is used whole or not at all."""
-        asked = list(self.active)
+        which are decoded first); a reply is used whole or not at all. Replies of the
+        partitions in ``late`` (simulated stragglers) are checked like the others but left
+        out of the result; those clients stay in."""
+        asked = [n for n in self.asked if n in self.active]
+        late = set(late)
         decoded: dict[int, Any] = {}
         for msg in replies:
             node = msg.metadata.src_node_id
@@ -122,7 +144,8 @@ class Federation:
                 self.fail(node, phase, index, round_index, f"invalid reply: {err}")
                 continue
             self.pid_of.setdefault(node, reply.partition_id)
-            accepted[node] = reply
+            if reply.partition_id not in late:
+                accepted[node] = reply
         self.require_quorum(f"{phase} of configuration {index}, round {round_index}")
         return accepted
 

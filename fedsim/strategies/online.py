@@ -6,7 +6,7 @@ round ``i``'s image domain); the server updates every classifier incrementally
 same releases plus replayed samples -- then scores every client's queries in EVERY test
 domain (server-side on the transformed queries, or client-side with the shipped models).
 That fills row ``i`` of the accuracy matrix ``R[i, j]`` (after round ``i``, on round
-``j``'s test domain), from which :mod:`fedsim.online.metrics` computes the standard
+``j``'s test domain; pooled over the clients that took part in round ``i``), from which :mod:`fedsim.online.metrics` computes the standard
 continual-learning metrics.
 
 Accuracy before any training (the forward-transfer baseline ``b``) is chance, 1 / number
@@ -50,6 +50,13 @@ def make_learners(scenario: Scenario) -> dict[str, Any]:
     return learners
 
 
+def _last_row_mean(R: np.ndarray) -> float:
+    """A client's average accuracy after the last round it took part in (its R has NaN
+    rows for the rounds it sat out under sampled participation)."""
+    seen = [row for row in R if np.isfinite(row).all()]
+    return float(np.mean(seen[-1])) if seen else math.nan
+
+
 class OnlineStrategy(FedsimStrategy):
     release_phase = "online"
     evaluate_phase = "online_evaluate"
@@ -79,7 +86,8 @@ class OnlineStrategy(FedsimStrategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        return self.send(self.request("online", server_round, batch_size=self.batch_size))
+        pids = self.begin_round(server_round)
+        return self.send(self.request("online", server_round, batch_size=self.batch_size), pids)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -136,7 +144,7 @@ class OnlineStrategy(FedsimStrategy):
             self._record(server_round, self.accept_scores(replies, server_round, list(self.shippable(self.learners))))
         r = server_round - 1
         column = self.domains.index(self.schedule[r])
-        row = {n: self._pooled(n, r, column) for n in self.learners}
+        row = {n: float(self._pooled(n)[r, column]) for n in self.learners}
         log.info("%s round %d/%d (%s): %s", self.label, server_round, self.num_rounds, self.schedule[r],
                  {n: round(v, 4) for n, v in row.items()})
         return self.metrics({f"accuracy.{n}": v for n, v in row.items()})
@@ -160,21 +168,25 @@ class OnlineStrategy(FedsimStrategy):
             timing["avg_inference_time_s"] = math.nan
         return timing
 
-    def _pooled(self, name: str, r: int, column: int) -> float:
-        """Pooled accuracy after round r on one domain (for the progress log)."""
-        total = sum(self.n_query[p] for p in self.counts)
-        return float(sum(self.counts[p][name][r, column] for p in self.counts) / total) if total else math.nan
+    def _pooled(self, name: str) -> np.ndarray:
+        """(rounds, domains) accuracy pooled over each round's participants: with sampled
+        participation a round's row counts only the clients that took part in it."""
+        out = np.full((self.num_rounds, self.n_domains), np.nan)
+        for r in range(self.num_rounds):
+            present = [p for p in self.counts if self.n_query[p] and np.isfinite(self.counts[p][name][r]).all()]
+            total = sum(self.n_query[p] for p in present)
+            if total:
+                out[r] = sum(self.counts[p][name][r] for p in present) / total
+        return out
 
     def result(self) -> dict[str, Any]:
         T = self.num_rounds
         columns = [self.domains.index(d) for d in self.schedule]
         chance = np.full(T, 1.0 / (self.fed.num_classes or 1))
         pids = [p for p in self.counts if self.n_query[p]]
-        total = sum(self.n_query[p] for p in pids)
         per_classifier, per_client_R = {}, {}
         for name in self.learners:
-            pooled = (sum(self.counts[p][name] for p in pids) / total) if total else np.full((T, self.n_domains), np.nan)
-            R = pooled[:, columns]  # round x distinct domain -> R[i, j] on round j's domain
+            R = self._pooled(name)[:, columns]  # round x distinct domain -> R[i, j] on round j's domain
             # a classifier that was not evaluated (client-side evaluation, pool not shared) has no R
             known = R if np.isfinite(R).all() else np.zeros((T, T))
             cl, study = continual_metrics(known, chance), study_metrics(np.diag(known))
@@ -203,16 +215,18 @@ class OnlineStrategy(FedsimStrategy):
             "domains": self.schedule, "replay": self.scenario.online.replay.enabled, "classifiers": per_classifier,
             "replay_effect": replay_effect,
             "clients": {str(pid): {n: {"R": R[n].tolist(), "accuracy_per_round": np.diag(R[n]).tolist(),
-                                       "average_accuracy": float(np.mean(R[n][-1]))} for n in self.learners}
+                                       "average_accuracy": _last_row_mean(R[n])} for n in self.learners}
                         for pid, R in per_client_R.items()},
+            "participation": self.participation,
             "failed": [{"client": f["client"], "round": f["round"], "phase": f["phase"], "reason": f["reason"]}
                        for f in self.failures()],
         }
         return {"index": self.index, "label": self.label, "method": self.method, "params": self.params,
                 "outcomes": self.outcomes, "failures": self.failures(),
                 "accuracy": {n: per_classifier[n]["metrics"]["average_accuracy"] for n in self.learners},
-                "per_client": {pid: {n: float(np.mean(R[n][-1])) for n in self.learners}
+                "per_client": {pid: {n: _last_row_mean(R[n]) for n in self.learners}
                                for pid, R in per_client_R.items()},
+                "participation": self.participation,
                 "evaluation": self.evaluation_info(),
                 "timings": {"collect_s": self.t_collect,
                             "classifiers": {n: {"fit_s": float(np.sum(self.train_s[n])),

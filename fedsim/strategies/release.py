@@ -35,22 +35,24 @@ class ReleaseStrategy(FedsimStrategy):
         self.scores = Scores()
         self.t_evaluate = 0.0
 
-    def _shared_state(self, grid: Grid) -> dict[str, np.ndarray] | None:
-        """Federated estimate of a shared transform (pca basis) from the clients' statistics."""
+    def _shared_state(self, grid: Grid, pids: list[int] | None) -> dict[str, np.ndarray] | None:
+        """Federated estimate of a shared transform (pca basis) from the statistics of the
+        round's participants (a late client's statistics are late too)."""
         if not anonymizers.needs_shared_state(self.method):
             return None
-        replies = grid.send_and_receive(self.fed.messages(self.request("stats", 1)), timeout=self.fed.timeout)
+        replies = grid.send_and_receive(self.fed.messages(self.request("stats", 1), pids), timeout=self.fed.timeout)
 
         def check(reply: StatsReply) -> None:
             reply.validate(self.limits)
 
-        stats = [r.stats for r in self.fed.accept(replies, "stats", self.index, 0, check).values()]
-        return anonymizers.combine_shared_state(self.method, self.params, stats)
+        accepted = self.fed.accept(replies, "stats", self.index, 0, check, late=self.late())
+        return anonymizers.combine_shared_state(self.method, self.params, [r.stats for r in accepted.values()])
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        shared = self._shared_state(grid)
-        return self.send(self.request("release", server_round, arrays={"shared": shared} if shared else {}))
+        pids = self.begin_round(server_round)
+        shared = self._shared_state(grid, pids)
+        return self.send(self.request("release", server_round, arrays={"shared": shared} if shared else {}), pids)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -111,4 +113,4 @@ class ReleaseStrategy(FedsimStrategy):
         return {"index": self.index, "label": self.label, "method": self.method, "params": self.params,
                 "outcomes": self.outcomes, "failures": self.failures(), "accuracy": accuracy,
                 "per_client": per_client, "evaluation": self.evaluation_info(), "timings": timings,
-                "accuracy_interval": self.accuracy_interval(accuracy)}
+                "accuracy_interval": self.accuracy_interval(accuracy), "participation": self.participation}

@@ -24,6 +24,7 @@ from fedsim.report.results import RunFolder
 from fedsim.strategies import STRATEGIES, strategy_name
 from fedsim.strategies.audit import AuditedGrid, AuditLog
 from fedsim.strategies.federation import Federation, FederationError, wait_for_nodes
+from fedsim.strategies.participation import Participation
 from fedsim.strategies.summary import assemble_results
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,15 @@ def run_server(grid: Grid, scenario: Scenario, out: ServerOutput) -> ServerOutpu
     t_start = time.perf_counter()
     audit = AuditLog(keep_arrays=scenario.audit.save_received)
     audited = AuditedGrid(grid, audit)
+    participation = (Participation(fd.participation, scenario.seed, fd.round_timeout)
+                     if fd.participation.enabled() else None)
     fed = Federation(wait_for_nodes(grid, fd.num_clients, timeout=min(fd.round_timeout, 300.0)),
-                     fd.quorum(), fd.round_timeout)
+                     fd.quorum(), fd.round_timeout, participation)
     flow = STRATEGIES.get(strategy_name(scenario))
     rounds = []
     try:
+        if participation is not None:
+            fed.introduce(audited)
         for index, (method, params, label, extra) in enumerate(flow.plan(scenario)):
             strategy = flow(fed, scenario, index, method, params, label=label, **extra)
             strategy.start(audited, ArrayRecord(), num_rounds=strategy.num_rounds, timeout=fd.round_timeout)

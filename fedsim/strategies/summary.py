@@ -6,6 +6,7 @@ Accuracy loss is measured against the ``none`` reference configuration of the sa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -57,6 +58,8 @@ def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, A
         "failed": [{k: f[k] for k in ("client", "round", "phase", "reason")} for f in r["failures"]],
         "timings": r["timings"],
     }
+    if r.get("participation"):
+        entry["participation"] = r["participation"]
     if any("metrics_insider" in c for c in clients):
         entry["privacy_insider"] = _client_means(clients, "metrics_insider")
     return entry
@@ -97,6 +100,15 @@ def _pooled(k: str, tables: list[dict[str, float]]) -> tuple[float, float, float
     mean = float(np.mean([t[k] for t in ok]))
     half = math.sqrt(sum(((t[f"{k}_ci_high"] - t[f"{k}_ci_low"]) / 2) ** 2 for t in ok)) / len(ok)
     return mean, mean - half, mean + half
+
+
+def _participation(scenario: Scenario, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The participation settings and, over the whole run, the clients that never took part
+    (their metrics are absent: every figure is over the clients that took part)."""
+    fed = scenario.federation
+    took_part = {p for r in rounds for rec in r.get("participation", []) for p in rec["took_part"]}
+    return {**dataclasses.asdict(fed.participation), "deadline_s": fed.participation.deadline_s or fed.round_timeout,
+            "never_took_part": sorted(set(range(fed.num_clients)) - took_part)}
 
 
 def attacker_profile(scenario: Scenario) -> dict[str, Any]:
@@ -151,6 +163,7 @@ def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]], failures:
         "releases": releases,
         "failures": [{k: f[k] for k in ("round", "index", "phase", "client", "reason")} for f in failures],
         "attacker_profile": attacker_profile(scenario),
+        **({"participation": _participation(scenario, rounds)} if fed.participation.enabled() else {}),
         "timings": {"collect_s": sum(r["timings"]["collect_s"] for r in rounds)},
         "environment": environment(),
     }
