@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_anonymizers.py
 	$(BIN)/python benchmarks/bench_knn.py
 	$(BIN)/python benchmarks/bench_client_memory.py
+	$(BIN)/python benchmarks/bench_federation.py
 
 clean-runs:
 	rm -rf runs

@@ -165,6 +165,9 @@ class FederationConfig:
     share_pool_with_clients: bool = False
     # the most rows one release may have (the server rejects larger replies)
     max_release_rows: int = field(default=1_000_000, metadata=_check(_at_least(1)))
+    # simulation: messages in flight at once (the rest wait on the server); 0 = auto, four
+    # per client Ray can run at once (fedsim run) or all at once (flwr run)
+    max_in_flight: int = field(default=0, metadata=_check(_at_least(0)))
     client_resources: ClientResources = field(default_factory=ClientResources)
     participation: ParticipationConfig = field(default_factory=ParticipationConfig)
     faults: list = field(default_factory=list)  # [[federation.faults]] tables (FaultConfig)

@@ -37,6 +37,31 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120, tight: bool = Fal
     return path
 
 
+#: beyond this many clients, per-client figures draw areas instead of one bar per client
+#: and label a few clients on the axis (a bar and a tick per client for 1,000 clients took
+#: most of a run's reporting time and gave an unreadable, 450-inch-wide figure)
+MANY_CLIENTS = 40
+
+
+def client_figure_width(n: int, per_client: float = 0.45, base: float = 4.0) -> float:
+    """Figure width in inches for ``n`` clients side by side: grows with n, capped."""
+    return min(max(5.0, per_client * n + base), 16.0)
+
+
+def label_clients(ax: Any, ids: Sequence[Any], label: str = "client") -> None:
+    """Client ids on the x axis: every one when few, about ten at round positions when many."""
+    n = len(ids)
+    if n <= MANY_CLIENTS:
+        at = list(range(n))
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        at = [int(t) for t in MaxNLocator(nbins=10, integer=True).tick_values(0, n - 1) if 0 <= t <= n - 1]
+    ax.set_xticks(at, [str(ids[i]) for i in at], fontsize=8 if n <= 30 else 7)
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_xlabel(label)
+
+
 def project_2d(X: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     """2-D coordinates of ``X``: PCA, or t-SNE on the top-50 PCA components (standard practice)."""
     from sklearn.decomposition import PCA

@@ -38,6 +38,16 @@ def backend_config(scenario: Scenario) -> dict[str, Any]:
     return {"client_resources": {"num_cpus": res.num_cpus, "num_gpus": num_gpus}, "init_args": init_args}
 
 
+def messages_in_flight(client_resources: dict[str, float]) -> int:
+    """Four messages per client Ray can run at once (``federation.max_in_flight = 0``):
+    enough to keep every slot busy, few enough that Flower's in-memory message store does
+    not take the clients' CPU (fedsim.strategies.window)."""
+    import ray
+
+    slots = ray.cluster_resources().get("CPU", 1.0) / max(client_resources["num_cpus"], 1e-9)
+    return max(8, 4 * int(slots))
+
+
 def run_scenario(scenario: Scenario, output_dir: str | Path | None = None, key: int | None = None) -> Path:
     """Run one scenario end to end; returns the finished run folder.
 
@@ -64,6 +74,8 @@ def run_scenario(scenario: Scenario, output_dir: str | Path | None = None, key: 
             backend = backend_config(scenario)
             start_ray(backend["init_args"])  # from the main thread; workers import this fedsim
             driver["ray_start_s"] = time.perf_counter() - t0
+            fed = resolved["federation"]
+            fed["max_in_flight"] = fed["max_in_flight"] or messages_in_flight(backend["client_resources"])
             run_interruptibly(
                 run_simulation,
                 server_app=make_server_app(resolved, sink),

@@ -141,3 +141,39 @@ def test_audit_counts_bytes_per_client():
     assert c["messages"][0]["phase"] == "release" and traffic["total_sent_bytes"] == c["sent_bytes"]
     names = {a["name"] for a in log.records[0]["arrays"]}
     assert {"release.x_train", "release.y_train", "release.y_query", "release.x_query.0"} <= names
+
+
+class _SlowGrid:
+    """Answers each pushed message after two polls; records how many were in flight."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict[str, int] = {}
+        self.most = 0
+
+    def push_messages(self, messages):
+        ids = [f"id-{m}" for m in messages]
+        self.in_flight.update(dict.fromkeys(ids, 0))
+        self.most = max(self.most, len(self.in_flight))
+        return ids
+
+    def pull_messages(self, ids):
+        from types import SimpleNamespace
+
+        done = []
+        for i in list(ids):
+            self.in_flight[i] += 1
+            if self.in_flight[i] == 2:
+                del self.in_flight[i]
+                done.append(SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)))
+        return done
+
+
+def test_windowed_grid_keeps_at_most_window_messages_in_flight():
+    from fedsim.strategies.window import WindowedGrid
+
+    inner = _SlowGrid()
+    replies = WindowedGrid(inner, window=3).send_and_receive(range(10), timeout=30)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == sorted(f"id-{i}" for i in range(10))
+    assert inner.most == 3
+    late = WindowedGrid(_SlowGrid(), window=2).send_and_receive(range(10), timeout=0)  # the round's time is up
+    assert late == []

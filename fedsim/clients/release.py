@@ -150,6 +150,20 @@ def client_data(scenario: Scenario, partition_id: int, num_partitions: int, prog
     return data
 
 
+def embed_splits(scenario: Scenario) -> None:
+    """Embed both splits of the scenario's data set whole into the embedding cache: every
+    client's share, for any partition and number of clients, is then read from there
+    (``cached_extract``) instead of extracted."""
+    d, ex = scenario.data, scenario.extractor
+    for split in ("train", "test"):
+        ds = _dataset(d.dataset, d.root, split, d.download)
+        extractor = extractor_for(scenario, len(ds.classes))
+        ds.transform = extractor.transform()
+        cached_extract(extractor, ds, split=split, indices=None, desc=f"{split} embeddings",
+                       batch_size=ex.batch_size, num_workers=ex.num_workers, device=best_device(ex.device),
+                       amp=ex.amp, cache=EmbeddingCache(ex.cache_dir or None), dataset_name=d.dataset, root=d.root)
+
+
 def make_anonymizer(scenario: Scenario, method: str, params: dict[str, Any], partition_id: int,
                     key: int | None = None):
     """Per-client noise seed; the federation key (a client-side secret, fedsim.clients.keys)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.plotting import pyplot, save_figure
+from fedsim.plotting import MANY_CLIENTS, client_figure_width, label_clients, pyplot, save_figure
 
 #: metrics compared across clients (key in results.json, label with direction)
 CLIENT_METRICS = [
@@ -43,22 +43,27 @@ def client_value(client: dict[str, Any], key: str, classifier: str) -> float:
 
 
 def plot_partition(results: dict[str, Any], path: Path) -> Path | None:
-    """Training labels per client as stacked bars (one colour per class)."""
+    """Training labels per client as stacked bars (one colour per class); stacked areas
+    when there are many clients."""
     clients = [c for c in results["clients"] if c.get("status") == "ok"]
     if not clients:
         return None
     plt = pyplot()
     hist = np.array([c["label_histogram"] for c in clients])
     n_cls = hist.shape[1]
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(clients) + 3), 3.8))
-    bottom = np.zeros(len(clients))
+    fig, ax = plt.subplots(figsize=(client_figure_width(len(clients), 0.5, 3), 3.8))
     cmap = plt.get_cmap("tab10" if n_cls <= 10 else "tab20" if n_cls <= 20 else "viridis")
-    for k in range(n_cls):
-        color = cmap(k) if n_cls <= 20 else cmap(k / max(1, n_cls - 1))
-        ax.bar(range(len(clients)), hist[:, k], bottom=bottom, color=color, label=str(k) if n_cls <= 20 else None)
-        bottom += hist[:, k]
-    ax.set_xticks(range(len(clients)), [str(c["id"]) for c in clients], fontsize=8 if len(clients) <= 30 else 5)
-    ax.set_xlabel("client")
+    colors = [cmap(k) if n_cls <= 20 else cmap(k / max(1, n_cls - 1)) for k in range(n_cls)]
+    labels = [str(k) if n_cls <= 20 else None for k in range(n_cls)]
+    x = np.arange(len(clients))
+    if len(clients) > MANY_CLIENTS:
+        ax.stackplot(x, hist.T, colors=colors, labels=labels, step="mid")
+    else:
+        bottom = np.zeros(len(clients))
+        for k in range(n_cls):
+            ax.bar(x, hist[:, k], bottom=bottom, color=colors[k], label=labels[k])
+            bottom += hist[:, k]
+    label_clients(ax, [c["id"] for c in clients])
     ax.set_ylabel("training records")
     ax.set_title(f"data partition: {results.get('partition', '?')}, {len(clients)} clients")
     if n_cls <= 20:
@@ -96,11 +101,10 @@ def plot_client_metric(results: dict[str, Any], key: str, title: str, classifier
         for c in rel["clients"]:
             M[i, ids.index(c["id"])] = client_value(c, key, classifier)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(ids) + 4), max(2.5, 0.35 * len(releases) + 1.5)))
-    im = ax.imshow(M, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(ids)), [str(i) for i in ids], fontsize=8 if len(ids) <= 30 else 5)
+    fig, ax = plt.subplots(figsize=(client_figure_width(len(ids)), max(2.5, 0.35 * len(releases) + 1.5)))
+    im = ax.imshow(M, aspect="auto", cmap="viridis", interpolation="nearest")
+    label_clients(ax, ids)
     ax.set_yticks(range(len(releases)), [r["label"] for r in releases], fontsize=7)
-    ax.set_xlabel("client")
     if len(ids) * len(releases) <= 200:
         finite = M[np.isfinite(M)]
         mid = (finite.min() + finite.max()) / 2 if len(finite) else 0

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.plotting import pyplot, save_figure
+from fedsim.plotting import MANY_CLIENTS, client_figure_width, label_clients, pyplot, save_figure
 
 
 def traffic_rows(results: dict[str, Any]) -> list[list[Any]]:
@@ -31,17 +31,21 @@ def plot_traffic(results: dict[str, Any], path: Path) -> Path | None:
     names = sorted(clients, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0))
     phases = sorted({m["phase"] for c in clients.values() for m in c["messages"]})
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 3), 4))
+    fig, ax = plt.subplots(figsize=(client_figure_width(len(names), 0.5, 3), 4))
     x = np.arange(len(names))
-    bottom = np.zeros(len(names))
-    for phase in phases:
-        sent = np.array([sum(m["sent_bytes"] for m in clients[n]["messages"] if m["phase"] == phase)
-                         for n in names]) / 1e6
-        ax.bar(x - 0.2, sent, 0.4, bottom=bottom, label=f"sent: {phase}")
-        bottom += sent
-    ax.bar(x + 0.2, [clients[n]["received_bytes"] / 1e6 for n in names], 0.4, color="0.6", label="received (all)")
-    ax.set_xticks(x, names)
-    ax.set_xlabel("client (partition id)")
+    sent = [np.array([sum(m["sent_bytes"] for m in clients[n]["messages"] if m["phase"] == phase)
+                      for n in names]) / 1e6 for phase in phases]
+    received = np.array([clients[n]["received_bytes"] for n in names]) / 1e6
+    if len(names) > MANY_CLIENTS:  # areas and a line: one bar per client does not scale
+        ax.stackplot(x, sent, labels=[f"sent: {p}" for p in phases], step="mid")
+        ax.step(x, received, where="mid", color="0.3", label="received (all)")
+    else:
+        bottom = np.zeros(len(names))
+        for phase, values in zip(phases, sent):
+            ax.bar(x - 0.2, values, 0.4, bottom=bottom, label=f"sent: {phase}")
+            bottom += values
+        ax.bar(x + 0.2, received, 0.4, color="0.6", label="received (all)")
+    label_clients(ax, names, "client (partition id)")
     ax.set_ylabel("traffic (MB)")
     ax.set_title("Bytes each client sent to and received from the server")
     ax.legend(fontsize=8)

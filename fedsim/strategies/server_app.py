@@ -26,6 +26,7 @@ from fedsim.strategies.audit import AuditedGrid, AuditLog
 from fedsim.strategies.federation import Federation, FederationError, wait_for_nodes
 from fedsim.strategies.participation import Participation
 from fedsim.strategies.summary import assemble_results
+from fedsim.strategies.window import WindowedGrid
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def run_server(grid: Grid, scenario: Scenario, out: ServerOutput) -> ServerOutpu
     fd = scenario.federation
     t_start = time.perf_counter()
     audit = AuditLog(keep_arrays=scenario.audit.save_received)
-    audited = AuditedGrid(grid, audit)
+    audited = AuditedGrid(WindowedGrid(grid, fd.max_in_flight) if fd.max_in_flight else grid, audit)
     participation = (Participation(fd.participation, scenario.seed, fd.round_timeout)
                      if fd.participation.enabled() else None)
     fed = Federation(wait_for_nodes(grid, fd.num_clients, timeout=min(fd.round_timeout, 300.0)),
