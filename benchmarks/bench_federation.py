@@ -18,8 +18,11 @@ measurement, run ``num_cpus`` at a time), ``aggregate`` (classifier fit), ``eval
 actor start-up and shut-down), ``output`` (results, report and plots) and ``startup``
 (Python and imports).
 
+Baseline, in the same run: the largest point again with every message of a round pushed
+at once (Flower's own behaviour; fedsim keeps a window of them in flight).
+
     python benchmarks/bench_federation.py [--clients 4,16,64,256,1000] [--data mini,jpeg]
-        [--imagefolder ../shared/datasets/cifar10-jpg] [--json out.json]
+        [--imagefolder ../shared/datasets/cifar10-jpg] [--no-baseline] [--json out.json]
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ def table(rows: list[dict]) -> str:
              "|" + "---|" * 14]
     for r in rows:
         p = r["phases_s"]
-        lines.append(f"| {r['clients']} | {r['wall_s']:.1f} | {r['wall_s'] / base['wall_s']:.2f}x | "
+        lines.append(f"| {r.get('label', r['clients'])} | {r['wall_s']:.1f} | {r['wall_s'] / base['wall_s']:.2f}x | "
                      f"{p['preflight']:.1f} | {p['ray']:.1f} | {p['clients']:.1f} | {p['aggregate']:.2f} | "
                      f"{p['evaluate']:.2f} | {p['flower']:.1f} | {p['output_and_startup']:.1f} | "
                      f"{r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} | {r['peak_pss_mb'] / base['peak_pss_mb']:.2f}x | "
@@ -160,6 +163,9 @@ def main() -> None:
     ap.add_argument("--data", default="mini,jpeg", help="mini (the shipped cifar10-mini) and/or jpeg")
     ap.add_argument("--imagefolder", default=str(REPO.parent / "shared/datasets/cifar10-jpg"))
     ap.add_argument("--interval", type=float, default=0.25, help="memory sampling period, seconds")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the baseline: the largest point again with every message in flight at once "
+                         "(Flower's own behaviour, federation.max_in_flight = 1000000)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     sets = {"mini": ["data.dataset='cifar10-mini'"],
@@ -177,6 +183,12 @@ def main() -> None:
                 print(f"{name} {n:>5} clients: {r['wall_s']:.1f} s, peak PSS {r['peak_pss_mb']:.0f} MB "
                       f"(RSS {r['peak_rss_mb']:.0f}), phases {({k: round(v, 1) for k, v in r['phases_s'].items()})}",
                       flush=True)
+            if not args.no_baseline:
+                base = run_point(rows[-1]["clients"], [*sets[name], "federation.max_in_flight=1000000"],
+                                 Path(tmp) / name, args.interval)
+                base["label"] = f"{base['clients']}, all in flight"
+                rows.append(base)
+                print(f"{name} baseline (all in flight): {base['wall_s']:.1f} s", flush=True)
             report["runs"][name] = rows
             print(f"\n{name}:\n{table(rows)}\n", flush=True)
     if args.json:

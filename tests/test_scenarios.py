@@ -54,6 +54,8 @@ def tiny_overrides(path) -> list[str]:
             sets.append(f"online.domains={sc.online.domains[:2]!r}".replace("'", '"'))
     if "fc" in sc.classifiers:
         sets.append("classifiers.fc.epochs=2")
+    if sc.federation.participation.enabled():
+        sets.append("federation.participation.min_sampled=1")
     return sets
 
 

@@ -129,6 +129,14 @@ def test_server_scores_equal_client_scores():
     scores = score_on_server({"knn": knn}, {0: ([q], q_y)})
     assert scores.correct[0]["knn"] == classifiers.count_correct(rebuilt, [q], q_y)
     assert scores.n_query[0] == 30 and scores.correct[0]["knn"][0] > 25
+    # many clients and two domains, scored in one batch: each client's counts as if alone
+    shifted = q + rng.normal(scale=4.0, size=q.shape).astype(np.float32)
+    parts = {3: slice(0, 12), 1: slice(12, 12), 7: slice(12, 30)}  # client 1 has no queries
+    batch = score_on_server({"knn": knn}, {p: ([q[s], shifted[s]], q_y[s]) for p, s in parts.items()})
+    for p, s in parts.items():
+        assert batch.correct[p]["knn"] == classifiers.count_correct(rebuilt, [q[s], shifted[s]], q_y[s])
+        assert batch.n_query[p] == len(q_y[s])
+    assert batch.infer_s[1]["knn"] == 0 and batch.infer_s[7]["knn"] > batch.infer_s[3]["knn"] > 0
 
 
 def test_audit_counts_bytes_per_client():

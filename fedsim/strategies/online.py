@@ -81,7 +81,7 @@ class OnlineStrategy(FedsimStrategy):
         self.counts: dict[int, dict[str, np.ndarray]] = {}  # pid -> name -> (T, n_domains) correct counts
         self.n_query: dict[int, int] = {}
         self.train_s: dict[str, list[float]] = {n: [] for n in self.learners}
-        self.infer_s: dict[str, list[float]] = {n: [] for n in self.learners}  # slowest client, per round
+        self.infer_s: dict[str, list[float]] = {n: [] for n in self.learners}  # scoring seconds per round
         self.client_metrics: dict[int, list[dict[str, float]]] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -151,10 +151,10 @@ class OnlineStrategy(FedsimStrategy):
 
     def _record(self, server_round: int, scores: Scores) -> None:
         T, r = self.num_rounds, server_round - 1
-        for name in self.learners:
+        for name in self.learners:  # server: its one batched scoring; client: the slowest client
             seconds = [s[name] for s in scores.infer_s.values() if name in s]
             if seconds:
-                self.infer_s[name].append(max(seconds))
+                self.infer_s[name].append(sum(seconds) if self.mode == "server" else max(seconds))
         for pid, correct in scores.correct.items():
             self.n_query[pid] = scores.n_query[pid]
             mats = self.counts.setdefault(pid, {n: np.full((T, self.n_domains), np.nan) for n in self.learners})
