@@ -147,13 +147,20 @@ class ParticipationConfig:
         return self.fraction < 1 or self.dropout > 0 or self.delay_s > 0
 
 
+def _strategies(v: Any) -> str | None:
+    names = v if isinstance(v, list) else [v]
+    ok = names and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
+    return None if ok else "must be a flow name or a non-empty list of distinct flow names"
+
+
 @dataclass
 class FederationConfig:
     num_clients: int = field(default=4, metadata=_check(_at_least(1)))
     engine: str = field(default="simulation", metadata=_check(_one_of("simulation")))
     # the server flow, a registered fedsim.strategies name (checked by the driver before any
-    # work); auto = "online" when online.rounds > 0, else "release"
-    strategy: str = "auto"
+    # work); auto = "online" when online.rounds > 0, else "release"; a list runs several flows
+    # in order on one federation (same clients, same queries), e.g. ["release", "fed_ncm"]
+    strategy: Any = field(default="auto", metadata=_check(_strategies))
     round_timeout: float = field(default=900.0, metadata=_check(_positive))
     ray_address: str = "local"
     # the run goes on while at least this many clients succeed; 0 = more than half
@@ -298,6 +305,8 @@ class Scenario:
     # method name -> parameters (a list of values sweeps that parameter); validated by the registry
     anonymizers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"none": {}})
     classifiers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"knn": {"k": 5}})
+    # aggregate flow (fed_ncm, fed_ridge) -> its parameters; validated by its registry
+    aggregates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -442,6 +451,7 @@ def validate(scenario: Scenario) -> None:
         except ValueError as err:
             shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
             raise ScenarioError(f"anonymizers.{name}{f' ({shown})' if shown else ''}: {err}") from None
+    _validate_aggregates(scenario)
     _validate_online(scenario)
     _validate_federation(scenario)
     try:
@@ -453,6 +463,18 @@ def validate(scenario: Scenario) -> None:
                             {"weights": scenario.extractor.weights, "download": scenario.extractor.download})
     except ValueError as err:
         raise ScenarioError(f"extractor.weights: {err}") from None
+
+
+def _validate_aggregates(scenario: Scenario) -> None:
+    from fedsim.classifiers import federated
+
+    for name, params in scenario.aggregates.items():
+        if not isinstance(params, dict):
+            raise ScenarioError(f"aggregates.{name}: expected a table of parameters, got {params!r}")
+        try:
+            federated.validate(name, params)
+        except ValueError as err:
+            raise ScenarioError(f"aggregates.{name}: {err}") from None
 
 
 def _validate_federation(scenario: Scenario) -> None:

@@ -56,11 +56,11 @@ def preflight(scenario: Scenario, output_dir: str | Path | None = None) -> None:
 
 
 def check_strategy(scenario: Scenario) -> None:
-    """``federation.strategy`` names a registered server flow."""
-    from fedsim.strategies import strategy_name
+    """``federation.strategy`` names registered server flows."""
+    from fedsim.strategies import strategy_names
 
     try:
-        strategy_name(scenario)
+        strategy_names(scenario)
     except ValueError as err:
         raise ScenarioError(f"federation.strategy: {err}") from None
 

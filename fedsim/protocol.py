@@ -18,6 +18,7 @@ phase              Flower message type       reply
 ``evaluate``       ``evaluate.release``      :class:`ScoresReply`  (client-side scoring)
 ``online``         ``train.online``          :class:`ReleaseReply` (one online round)
 ``online_evaluate````evaluate.online``       :class:`ScoresReply`  (every test domain)
+``sums``           ``train.sums``            :class:`SumsReply`    (fed_ncm / fed_ridge statistics)
 =================  ========================  ============================================
 """
 
@@ -37,6 +38,7 @@ MESSAGE_TYPES = {
     "evaluate": "evaluate.release",
     "online": "train.online",
     "online_evaluate": "evaluate.online",
+    "sums": "train.sums",
 }
 PHASES = tuple(MESSAGE_TYPES)
 
@@ -282,6 +284,110 @@ class StatsReply:
             raise ProtocolError("stats: contain NaN or infinite values")
 
 
+#: every statistic an aggregate flow's client may send (``SumsReply.stats``), by name: its
+#: dtype and its shape in the federation's class count C and feature dimension d;
+#: ``val.<name>`` is the same statistic of the client's held-out share (fed_ridge, lam = "auto")
+STATISTIC_SHAPES = {"counts": (np.int64, ("C",)), "sums": (np.float64, ("C", "d")),
+                    "gram": (np.float64, ("d", "d")), "xty": (np.float64, ("d", "C"))}
+HELD_OUT_PREFIX = "val."
+SYMMETRY_TOLERANCE = 1e-8  # |G - G^T| relative to max |G|
+
+
+def _statistic(name: str) -> tuple[type, tuple[str, ...]] | None:
+    return STATISTIC_SHAPES.get(name.removeprefix(HELD_OUT_PREFIX))
+
+
+@dataclass
+class SumsReply:
+    """One client's sufficient statistics for an aggregate flow (fed_ncm, fed_ridge).
+
+    What the server sees: the statistics of :data:`STATISTIC_SHAPES` -- per-class sums and
+    counts, or X^T X, X^T Y and counts (with ``val.`` the same for a held-out share) --
+    never a record; ``n_train``/``n_query``, ``num_classes``, the training label histogram,
+    timings and the state of the embedding cache."""
+
+    partition_id: int
+    n_train: int
+    n_query: int
+    num_classes: int
+    label_histogram: np.ndarray
+    stats: dict[str, np.ndarray]
+    timings: dict[str, float] = field(default_factory=dict)
+    embedding_cache: str = "off"
+
+    def dim(self) -> int | None:
+        """The feature dimension the statistics claim (the server fixes one by majority)."""
+        for name, value in self.stats.items():
+            _, shape = _statistic(name) or (None, ())
+            if "d" in shape and value.ndim == len(shape):
+                return int(value.shape[shape.index("d")])
+        return None
+
+    def to_content(self) -> RecordDict:
+        arrays = {**self.stats, "label_histogram": self.label_histogram}
+        return RecordDict({
+            "sums": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
+            "info": ConfigRecord({"partition-id": self.partition_id, "n-train": self.n_train,
+                                  "n-query": self.n_query, "num-classes": self.num_classes,
+                                  "embedding-cache": self.embedding_cache}),
+            "timings": MetricRecord({k: float(v) for k, v in self.timings.items()}),
+        })
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "SumsReply":
+        try:
+            rec, info = content["sums"], content["info"]
+            return cls(
+                partition_id=int(info["partition-id"]), n_train=int(info["n-train"]), n_query=int(info["n-query"]),
+                num_classes=int(info["num-classes"]), label_histogram=_array(rec, "label_histogram", "sums"),
+                stats={k: v.numpy() for k, v in rec.items() if k != "label_histogram"},
+                timings=dict(content["timings"]) if "timings" in content else {},
+                embedding_cache=str(info["embedding-cache"]),
+            )
+        except ProtocolError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProtocolError(f"sums: missing or malformed field ({type(err).__name__}: {err})") from None
+
+    def validate(self, limits: Limits, names: tuple[str, ...]) -> None:
+        """Every check the server makes before summing; ``names``: the statistics the flow asked for."""
+        if self.n_train < 0 or self.n_query < 0:
+            raise ProtocolError(f"negative sizes n_train={self.n_train}, n_query={self.n_query}")
+        C = self.num_classes
+        if C < 1 or (limits.num_classes is not None and C != limits.num_classes):
+            raise ProtocolError(f"num_classes {C} differs from the federation's {limits.num_classes}")
+        hist = self.label_histogram
+        if hist.dtype != np.int64 or hist.shape != (C,) or hist.min(initial=0) < 0 or int(hist.sum()) != self.n_train:
+            raise ProtocolError(f"label_histogram: expected {C} non-negative int64 counts summing to "
+                                f"n_train={self.n_train}")
+        if set(self.stats) != set(names):
+            raise ProtocolError(f"sums: expected statistics {', '.join(sorted(names))}; got "
+                                f"{', '.join(sorted(self.stats)) or 'none'}")
+        d = self.dim() if limits.dim is None else limits.dim
+        for name, value in self.stats.items():
+            known = _statistic(name)
+            if known is None:
+                raise ProtocolError(f"sums: unknown statistic {name!r}")
+            dtype, axes = known
+            shape = tuple({"C": C, "d": d}[a] for a in axes)
+            if value.dtype != dtype or value.shape != shape:
+                raise ProtocolError(f"sums: {name} must be {np.dtype(dtype).name} of shape {shape} "
+                                    f"(C = {C} classes, d = {d} features), got {value.dtype} {value.shape}")
+            if not np.isfinite(value).all():
+                raise ProtocolError(f"sums: {name} contains NaN or infinite values")
+        counts = self.stats.get("counts")
+        if counts is not None and not np.array_equal(counts, hist):
+            raise ProtocolError("sums: counts differ from the label histogram (the client's training records)")
+        held = self.stats.get(HELD_OUT_PREFIX + "counts")
+        if held is not None and (held.min(initial=0) < 0 or (counts is not None and (held > counts).any())):
+            raise ProtocolError("sums: held-out counts must be non-negative and at most the client's own per class")
+        for name in (n for n in self.stats if n.removeprefix(HELD_OUT_PREFIX) == "gram"):
+            gram = self.stats[name]
+            scale = max(float(np.abs(gram).max(initial=0.0)), 1.0)
+            if np.abs(gram - gram.T).max(initial=0.0) > SYMMETRY_TOLERANCE * scale or (np.diag(gram) < 0).any():
+                raise ProtocolError(f"sums: {name} is not a Gram matrix (symmetric, non-negative diagonal)")
+
+
 @dataclass
 class ScoresReply:
     """Client-side scoring: correct predictions per classifier (and per test domain)."""
@@ -338,10 +444,10 @@ def reply_error(msg: Message) -> str | None:
 
 
 REPLY_TYPES = {"hello": HelloReply, "stats": StatsReply, "release": ReleaseReply, "online": ReleaseReply,
-               "evaluate": ScoresReply, "online_evaluate": ScoresReply}
+               "evaluate": ScoresReply, "online_evaluate": ScoresReply, "sums": SumsReply}
 
 
-def decode_reply(msg: Message, phase: str) -> HelloReply | StatsReply | ReleaseReply | ScoresReply:
+def decode_reply(msg: Message, phase: str) -> HelloReply | StatsReply | ReleaseReply | ScoresReply | SumsReply:
     """The typed reply of ``phase``; :class:`ProtocolError` when fields are missing."""
     return REPLY_TYPES[phase].from_content(msg.content)
 

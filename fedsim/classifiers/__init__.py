@@ -6,7 +6,11 @@ Common API (``base.Classifier``): ``fit``, ``partial_fit``, ``predict``, ``predi
 * ``knn`` -- k nearest neighbours, optionally a bounded class-balanced memory;
 * ``ncm`` -- nearest class mean (exact running means);
 * ``knn_ncm`` -- kNN votes and NCM probabilities mixed by ``alpha``;
-* ``fc`` -- linear or one-hidden-layer head trained with cross-entropy.
+* ``fc`` -- linear or one-hidden-layer head trained with cross-entropy;
+* ``ridge`` -- closed-form one-hot ridge regression (Fed3R's classifier).
+
+``from_statistics`` builds ``ncm`` and ``ridge`` from sufficient statistics
+(``sufficient``), the models of the aggregate-sharing methods (``federated.AGGREGATES``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from fedsim.classifiers.fc import FCClassifier
 from fedsim.classifiers.knn import KNNClassifier
 from fedsim.classifiers.knn_ncm import KNNNCMClassifier
 from fedsim.classifiers.ncm import NCMClassifier
+from fedsim.classifiers.ridge import RidgeClassifier
 from fedsim.registry import Registry
 
 REGISTRY: Registry[Classifier] = Registry("classifier")
@@ -27,6 +32,7 @@ REGISTRY.register("knn")(KNNClassifier)
 REGISTRY.register("ncm")(NCMClassifier)
 REGISTRY.register("knn_ncm")(KNNNCMClassifier)
 REGISTRY.register("fc")(FCClassifier)
+REGISTRY.register("ridge")(RidgeClassifier)
 
 
 def create(name: str, **params: Any) -> Classifier:
@@ -45,4 +51,4 @@ def count_correct(clf: Classifier, queries: list[np.ndarray], labels: np.ndarray
 
 
 __all__ = ["Classifier", "FCClassifier", "KNNClassifier", "KNNNCMClassifier", "NCMClassifier",
-           "REGISTRY", "count_correct", "create", "validate"]
+           "REGISTRY", "RidgeClassifier", "count_correct", "create", "validate"]

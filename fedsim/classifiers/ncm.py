@@ -7,6 +7,8 @@ float64 rounding, ~1e-16 relative: far below the float32 resolution of the embed
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -30,6 +32,17 @@ class NCMClassifier(Classifier):
         super().__init__(device)
         self.metric = check_choice("metric", metric, METRICS)
         self.temperature = check_number("temperature", temperature, 0.0, low_open=True)
+
+    @classmethod
+    def from_statistics(cls, stats: dict[str, np.ndarray], **params: Any) -> "NCMClassifier":
+        """The NCM of the records behind per-class ``sums``/``counts`` (ncm_statistics,
+        possibly summed over clients); classes without records are left out, as in ``fit``."""
+        counts = np.asarray(stats["counts"], np.int64)
+        seen = np.flatnonzero(counts)
+        if not len(seen):
+            raise ValueError("NCMClassifier.from_statistics needs statistics of at least one record")
+        return cls(**params).set_state({"classes": seen, "class_count": counts[seen],
+                                        "sums": np.asarray(stats["sums"], np.float64)[seen]})
 
     def _learn(self, X: np.ndarray, y: np.ndarray, previous: np.ndarray) -> None:
         sums = torch.zeros(len(self.classes_), X.shape[1], dtype=torch.float64, device=self._torch_device())

@@ -6,7 +6,9 @@
   privacy/utility measurements and, with server-side evaluation, its transformed queries;
 * ``evaluate.release`` -- client-side evaluation: score the own queries with the compact
   models the server shipped; only counts go back;
-* ``train.online`` / ``evaluate.online`` -- the same two steps for one online round.
+* ``train.online`` / ``evaluate.online`` -- the same two steps for one online round;
+* ``train.sums``       -- the sufficient statistics of an aggregate flow (fed_ncm,
+  fed_ridge); the queries stay here and are scored by ``evaluate.release``.
 
 ``make_client_app(scenario, key)`` binds a resolved scenario and the federation key
 (``fedsim run``: the driver hands the key to this side only); the module-level ``app``
@@ -28,14 +30,15 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsim import classifiers
-from fedsim.clients import faults
+from fedsim.clients import aggregates, faults
 from fedsim.clients.keys import client_key
 from fedsim.clients.online import round_release
 from fedsim.clients.release import ClientData, Release, anonymize, client_data, shared_statistics
 from fedsim.config import Scenario, scenario_for_run
 from fedsim.device import set_threads
 from fedsim.online.replay import REPLAY_SUFFIX
-from fedsim.protocol import MESSAGE_TYPES, HelloReply, ReleaseReply, Request, ScoresReply, StatsReply, error_content
+from fedsim.protocol import (MESSAGE_TYPES, HelloReply, ReleaseReply, Request, ScoresReply, StatsReply, SumsReply,
+                             error_content)
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +123,30 @@ def online(node: Node, req: Request) -> RecordDict:
                           domain=info["domain"])
 
 
+def sums(node: Node, req: Request) -> RecordDict:
+    """An aggregate flow's statistics; the queries (in the model's input space) stay here."""
+    data = node.data()
+    stats, queries, timings = aggregates.statistics(node.scenario, data, req.method, req.params, node.key)
+    node.keep_queries(req.index, [queries], data.y_query)
+    return SumsReply(partition_id=node.pid, n_train=data.n_train, n_query=data.n_query,
+                     num_classes=len(data.label_histogram), label_histogram=np.asarray(data.label_histogram, np.int64),
+                     stats=stats, timings=timings, embedding_cache=data.embedding_cache).to_content()
+
+
+def _unfitted(node: Node, req: Request, name: str) -> classifiers.Classifier:
+    """A model to restore a shipped state into: the aggregate flow's, else the scenario's classifier."""
+    if aggregates.is_aggregate(req.method):
+        return aggregates.model(req.method, req.params)
+    base = name.removesuffix(REPLAY_SUFFIX)
+    return classifiers.create(base, **node.scenario.classifiers[base])
+
+
 def evaluate(node: Node, req: Request) -> RecordDict:
     """Score the shipped models on this client's queries (every test domain); counts only."""
     queries, labels = node.kept_queries(req.index)
     correct, seconds = {}, {}
     for name, state in req.classifier_states().items():
-        base = name.removesuffix(REPLAY_SUFFIX)
-        clf = classifiers.create(base, **node.scenario.classifiers[base]).set_state(state)
+        clf = _unfitted(node, req, name).set_state(state)
         t0 = time.perf_counter()
         correct[name] = classifiers.count_correct(clf, queries, labels)
         seconds[name] = time.perf_counter() - t0
@@ -134,7 +154,8 @@ def evaluate(node: Node, req: Request) -> RecordDict:
 
 
 HANDLERS: dict[str, Callable[[Node, Request], RecordDict]] = {
-    "hello": hello, "stats": stats, "release": release, "evaluate": evaluate, "online": online, "online_evaluate": evaluate}
+    "hello": hello, "stats": stats, "release": release, "evaluate": evaluate, "online": online,
+    "online_evaluate": evaluate, "sums": sums}
 
 
 def handle(phase: str, bound: dict[str, Any] | None, key: int | None, msg: Message, context: Context) -> Message:

@@ -90,7 +90,7 @@ def _section_participation(results: dict[str, Any]) -> list[Block]:
 
 def _section_accuracy(results: dict[str, Any]) -> list[Block]:
     releases = results.get("releases", [])
-    clfs = list(results["accuracy"])
+    clfs = list(dict.fromkeys([*results["accuracy"], *(c for r in releases for c in r["accuracy"])]))
     header = ["configuration"] + [f"{c} accuracy" for c in clfs] + [f"{c} loss vs none" for c in clfs]
     rows = [[r["label"]] + [r["accuracy"].get(c) for c in clfs] + [r["accuracy_loss"].get(c) for c in clfs]
             for r in releases]

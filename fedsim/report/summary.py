@@ -40,14 +40,14 @@ def format_releases(results: dict[str, Any]) -> str:
     releases = results.get("releases", [])
     if not releases:
         return ""
-    clfs = list(releases[0]["accuracy"])
+    clfs = list(dict.fromkeys(c for r in releases for c in r["accuracy"]))  # aggregate flows add their own
     cols = ["reidentification_rate", "mia_auc", "inversion_cosine", "near_overlap"]
     width = max(len(r["label"]) for r in releases)
     head = f"{'configuration':<{width}} " + " ".join(f"{c:>10} {'loss':>7}" for c in clfs) + " " + " ".join(
         f"{c.replace('reidentification_rate', 'reid').replace('inversion_cosine', 'inv_cos'):>12}" for c in cols)
     lines = [head, "-" * len(head)]
     for r in releases:
-        accs = " ".join(f"{_num(r['accuracy'][c], 10, 4)} {_num(r['accuracy_loss'].get(c), 7, 4)}" for c in clfs)
+        accs = " ".join(f"{_num(r['accuracy'].get(c), 10, 4)} {_num(r['accuracy_loss'].get(c), 7, 4)}" for c in clfs)
         priv = " ".join(_num(r["privacy"].get(c), 12, 3) for c in cols)
         lines.append(f"{r['label']:<{width}} {accs} {priv}")
     return "\n".join(lines)

@@ -67,11 +67,12 @@ def write_sweep_outputs(run_dir: Path, results: dict[str, Any]) -> list[Path]:
     written: list[Path] = []
     if len(releases) < 2:
         return written
-    for clf in releases[0]["accuracy"]:
-        points = [{"label": r["label"], "method": r["method"], "accuracy": r["accuracy"][clf],
+    clfs = list(dict.fromkeys(c for r in releases for c in r["accuracy"]))  # aggregate flows add their own
+    for clf in clfs:
+        points = [{"label": r["label"], "method": r["method"], "accuracy": r["accuracy"].get(clf, math.nan),
                    "accuracy_loss": r["accuracy_loss"].get(clf, math.nan), **r["privacy"]} for r in releases]
         for name, x, y, xl, yl, bx, by in PLOTS:
-            suffix = "" if len(releases[0]["accuracy"]) == 1 else f"_{clf}"
+            suffix = "" if len(clfs) == 1 else f"_{clf}"
             p = plot_tradeoff(points, x, y, run_dir / name.replace(".png", f"{suffix}.png"), x_label=xl, y_label=yl,
                               better_x=bx, better_y=by, title=f"{results['scenario']}: {clf} on pooled releases "
                               f"({results['num_clients']} clients); privacy metrics averaged over clients")

@@ -5,6 +5,7 @@ subclass, registered here, plus its tests.
 """
 
 from fedsim.registry import Registry
+from fedsim.strategies.aggregates import FedNCMStrategy, FedRidgeStrategy
 from fedsim.strategies.base import FedsimStrategy
 from fedsim.strategies.online import OnlineStrategy
 from fedsim.strategies.release import ReleaseStrategy
@@ -12,16 +13,23 @@ from fedsim.strategies.release import ReleaseStrategy
 STRATEGIES: Registry[FedsimStrategy] = Registry("strategy")
 STRATEGIES.register("release")(ReleaseStrategy)
 STRATEGIES.register("online")(OnlineStrategy)
+STRATEGIES.register("fed_ncm")(FedNCMStrategy)
+STRATEGIES.register("fed_ridge")(FedRidgeStrategy)
 
 
-def strategy_name(scenario) -> str:
-    """The scenario's flow (``auto``: ``online`` with online rounds, else ``release``);
-    an unknown name is a ValueError listing the registered ones."""
-    name = scenario.federation.strategy
-    if name == "auto":
-        name = "online" if scenario.online.rounds else "release"
-    STRATEGIES.get(name)
-    return name
+def strategy_names(scenario) -> list[str]:
+    """The scenario's flows, in the order they run (``auto``: ``online`` with online rounds,
+    else ``release``); an unknown name is a ValueError listing the registered ones, and
+    ``online`` runs alone (its rounds and results are its own)."""
+    value = scenario.federation.strategy
+    names = [value] if isinstance(value, str) else list(value)
+    names = [("online" if scenario.online.rounds else "release") if n == "auto" else n for n in names]
+    for name in names:
+        STRATEGIES.get(name)
+    if "online" in names and len(names) > 1:
+        raise ValueError(f"online runs alone, not with {', '.join(n for n in names if n != 'online')}")
+    return names
 
 
-__all__ = ["STRATEGIES", "FedsimStrategy", "OnlineStrategy", "ReleaseStrategy", "strategy_name"]
+__all__ = ["STRATEGIES", "FedNCMStrategy", "FedRidgeStrategy", "FedsimStrategy", "OnlineStrategy",
+           "ReleaseStrategy", "strategy_names"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,7 @@ def score_on_server(models: dict[str, Any], queries: dict[int, tuple[list[np.nda
 
 
 class FedsimStrategy(Strategy):
-    """One anonymizer configuration run as Flower rounds.
+    """One configuration (an anonymizer's, or an aggregate flow's) run as Flower rounds.
 
     ``evaluation = "server"``: release replies carry the transformed queries and
     ``aggregate_train`` scores them (``configure_evaluate`` sends nothing).
@@ -113,6 +113,8 @@ class FedsimStrategy(Strategy):
     n_domains = 1
     release_phase = "release"
     evaluate_phase = "evaluate"
+    #: where scoring happens whatever ``federation.evaluation`` says (None: as it says)
+    evaluation: str | None = None
 
     @classmethod
     def plan(cls, scenario: Scenario) -> list[tuple[str, dict[str, Any], str, dict[str, Any]]]:
@@ -124,11 +126,12 @@ class FedsimStrategy(Strategy):
         self.fed, self.scenario, self.index, self.method, self.params = fed, scenario, index, method, dict(params)
         self.label = label or config_label(method, params)
         fd = scenario.federation
-        self.mode = fd.evaluation
-        anon = anonymizers.create(method, **params)
-        self.queries_in_clear = self.mode == "server" and anon.queries_in_clear() and method != "none"
+        self.mode = self.evaluation or fd.evaluation
+        anon = self.anonymizer()
+        self.queries_in_clear = (anon is not None and self.mode == "server" and anon.queries_in_clear()
+                                 and method != "none")
         self.limits = Limits(max_rows=fd.max_release_rows, num_classes=fed.num_classes,
-                             release_rows=anon.max_release_rows)
+                             **({"release_rows": anon.max_release_rows} if anon is not None else {}))
         self.outcomes: dict[int, ClientOutcome] = {}
         self.failures_before = len(fed.failures)
         self.not_evaluated: dict[str, str] = {}
@@ -140,6 +143,15 @@ class FedsimStrategy(Strategy):
         if self.queries_in_clear:
             log.warning("%s: server-side evaluation shows the server the clients' query embeddings unchanged "
                         "(the method does not transform queries); evaluation = \"client\" keeps them local", self.label)
+
+    def anonymizer(self) -> Any | None:
+        """The configuration's anonymizer (its parameters; each client fits its own), None
+        for a flow whose clients release no records."""
+        return anonymizers.create(self.method, **self.params)
+
+    def classifier_names(self) -> list[str]:
+        """The classifiers this flow fits (results are keyed by them)."""
+        return list(self.scenario.classifiers)
 
     # -- what the server asks -------------------------------------------------------------
     def request(self, phase: str, server_round: int, **kw: Any) -> Request:
@@ -159,42 +171,56 @@ class FedsimStrategy(Strategy):
     def late(self) -> list[int]:
         return self.round_plan.late if self.round_plan else []
 
-    # -- releases ---------------------------------------------------------------------------
-    def accept_releases(self, replies: Iterable[Message], server_round: int) -> list[ReleaseReply]:
-        """Validated releases, in partition order; fixes the embedding dimension and class
-        count by majority of the replies so that one client cannot impose its own."""
+    # -- replies ----------------------------------------------------------------------------
+    def accept_round(self, replies: Iterable[Message], server_round: int, phase: str,
+                     dim_of: Callable[[Any], int | None], check: Callable[[Any], None]) -> list[Any]:
+        """Validated replies of one round (releases or statistics), in partition order; fixes
+        the feature dimension (``dim_of`` a reply) and the class count by majority of the
+        replies so that one client cannot impose its own, then runs ``check`` on each;
+        records every client's outcome and the round's participation."""
         replies = list(replies)
         self.t_collect += time.perf_counter() - self._t_sent
         failed_before = len(self.fed.failures)
-        decoded = self.fed.accept(replies, self.release_phase, self.index, server_round - 1, late=self.late())
-        dims = [(r.partition_id, r.x_train.shape[1]) for r in decoded.values() if r.x_train.ndim == 2 and len(r.x_train)]
+        decoded = self.fed.accept(replies, phase, self.index, server_round - 1, late=self.late())
+        dims = [(r.partition_id, d) for r in decoded.values() if (d := dim_of(r)) is not None]
         self.limits.dim = self.limits.dim or majority(dims)
         if self.fed.num_classes is None:
             self.fed.num_classes = majority((r.partition_id, r.num_classes) for r in decoded.values())
         self.limits.num_classes = self.fed.num_classes
-        ok: list[ReleaseReply] = []
-        for node, rel in decoded.items():
+        ok: list[Any] = []
+        for node, reply in decoded.items():
             try:
-                rel.validate(self.limits, want_queries=self.mode == "server", n_domains=self.n_domains)
+                check(reply)
             except ProtocolError as err:
-                self.fed.fail(node, self.release_phase, self.index, server_round - 1, f"invalid reply: {err}")
+                self.fed.fail(node, phase, self.index, server_round - 1, f"invalid reply: {err}")
                 continue
-            rel.x_train, rel.y_train = canonical_order(rel.x_train, rel.y_train)
-            ok.append(rel)
-        self.fed.require_quorum(f"{self.label}: {self.release_phase} round {server_round}")
-        hits = [rel.partition_id for rel in ok if rel.embedding_cache == "hit"]
+            ok.append(reply)
+        self.fed.require_quorum(f"{self.label}: {phase} round {server_round}")
+        hits = [r.partition_id for r in ok if r.embedding_cache == "hit"]
         if self.index == 0 and server_round == 1 and hits:
             log.info("clients %s reused cached embeddings (no extraction)", ", ".join(map(str, hits)))
-        for rel in ok:
-            out = self.outcomes.setdefault(rel.partition_id, ClientOutcome(
-                rel.partition_id, rel.n_train, rel.n_query, rel.num_classes,
-                rel.label_histogram.tolist() if rel.label_histogram is not None else [],
-                rel.embedding_cache))
-            out.n_released += len(rel.y_train)
+        for r in ok:
+            self.outcomes.setdefault(r.partition_id, ClientOutcome(
+                r.partition_id, r.n_train, r.n_query, r.num_classes,
+                r.label_histogram.tolist() if r.label_histogram is not None else [], r.embedding_cache))
         if self.round_plan is not None:
-            self.took_part = [rel.partition_id for rel in ok]
+            self.took_part = [r.partition_id for r in ok]
             failed = [f["client"] for f in self.fed.failures[failed_before:]]
             self.participation.append(self.round_plan.record(self.took_part, failed))
+        return ok
+
+    def accept_releases(self, replies: Iterable[Message], server_round: int) -> list[ReleaseReply]:
+        """Validated releases, in partition order, their rows in canonical order."""
+        def dim_of(rel: ReleaseReply) -> int | None:
+            return rel.x_train.shape[1] if rel.x_train.ndim == 2 and len(rel.x_train) else None
+
+        def check(rel: ReleaseReply) -> None:
+            rel.validate(self.limits, want_queries=self.mode == "server", n_domains=self.n_domains)
+
+        ok = self.accept_round(replies, server_round, self.release_phase, dim_of, check)
+        for rel in ok:
+            rel.x_train, rel.y_train = canonical_order(rel.x_train, rel.y_train)
+            self.outcomes[rel.partition_id].n_released += len(rel.y_train)
         return ok
 
     # -- evaluation -------------------------------------------------------------------------
@@ -248,7 +274,7 @@ class FedsimStrategy(Strategy):
         return {"mode": self.mode, "queries_in_clear": self.queries_in_clear,
                 "pool_shared_with_clients": self.mode == "client" and self.scenario.federation.share_pool_with_clients
                 and any(classifiers.REGISTRY.get(n.removesuffix(REPLAY_SUFFIX)).state_holds_records
-                        for n in self.scenario.classifiers),
+                        for n in self.classifier_names()),
                 "not_evaluated": dict(self.not_evaluated)}
 
     @staticmethod

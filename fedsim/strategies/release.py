@@ -3,6 +3,10 @@
 Round: (``pca`` only: the clients' sufficient statistics -> the shared basis) -> every
 client's release -> every classifier fitted on the pooled releases -> scores on every
 client's transformed queries (server-side) or the clients' own counts (client-side).
+
+:class:`OneShotStrategy` is what a one-round flow shares with the aggregate flows
+(fedsim.strategies.aggregates): models fitted once, scored, reported as one
+``releases[]`` entry.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from fedsim.strategies.base import FedsimStrategy, Scores, score_on_server
 log = logging.getLogger(__name__)
 
 
-class ReleaseStrategy(FedsimStrategy):
+class OneShotStrategy(FedsimStrategy):
+    """One round: subclasses fill ``fitted`` (and ``fit_s``) in ``aggregate_train``; scoring
+    (server- or client-side), accuracy and the result are shared."""
+
     num_rounds = 1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -34,6 +41,49 @@ class ReleaseStrategy(FedsimStrategy):
         self.fit_s: dict[str, float] = {}
         self.scores = Scores()
         self.t_evaluate = 0.0
+
+    def models(self) -> dict[str, Any]:
+        return self.fitted
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        if self.mode == "client":
+            t0 = time.perf_counter()
+            self.scores = self.accept_scores(replies, server_round, list(self.shippable(self.fitted)))
+            self.t_evaluate = time.perf_counter() - t0
+        accuracy, _ = self.accuracy()
+        return self.metrics({f"accuracy.{k}": v for k, v in accuracy.items()})
+
+    def accuracy(self) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+        """Global accuracy (all queries pooled) and per-client accuracy; NaN for a classifier
+        that was not fitted or not evaluated."""
+        names = self.classifier_names()
+        s = self.scores
+        total = sum(s.n_query[p] for p in s.correct)
+        overall = {n: (sum(s.correct[p][n][0] for p in s.correct if n in s.correct[p]) / total)
+                   if total and all(n in s.correct[p] for p in s.correct) else math.nan for n in names}
+        per_client = {p: {n: s.correct[p][n][0] / s.n_query[p] for n in names if n in s.correct[p]}
+                      if s.n_query[p] else {} for p in s.correct}
+        return overall, per_client
+
+    def accuracy_interval(self, accuracy: dict[str, float]) -> dict[str, Any]:
+        """Queries scored and the Wilson 95% interval of each global accuracy."""
+        n = sum(self.scores.n_query[p] for p in self.scores.correct)
+        return {"n": n, "ci": {c: list(wilson(a * n, n)) if a == a else [math.nan, math.nan]
+                               for c, a in accuracy.items()}}
+
+    def result(self) -> dict[str, Any]:
+        accuracy, per_client = self.accuracy()
+        timings = {"collect_s": self.t_collect,
+                   "classifiers": {n: {"fit_s": self.fit_s.get(n, math.nan), "evaluate_round_s": self.t_evaluate}
+                                   for n in self.classifier_names()}}
+        return {"index": self.index, "label": self.label, "method": self.method, "params": self.params,
+                "outcomes": self.outcomes, "failures": self.failures(), "accuracy": accuracy,
+                "per_client": per_client, "evaluation": self.evaluation_info(), "timings": timings,
+                "accuracy_interval": self.accuracy_interval(accuracy), "participation": self.participation}
+
+
+class ReleaseStrategy(OneShotStrategy):
+    """Every client's anonymized release, every configured classifier fitted on their pool."""
 
     def _shared_state(self, grid: Grid, pids: list[int] | None) -> dict[str, np.ndarray] | None:
         """Federated estimate of a shared transform (pca basis) from the statistics of the
@@ -75,42 +125,3 @@ class ReleaseStrategy(FedsimStrategy):
                                                         for r in releases})
             self.t_evaluate = time.perf_counter() - t0
         return None, self.metrics({"n_released": len(y), "n_clients": len(releases)})
-
-    def models(self) -> dict[str, Any]:
-        return self.fitted
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        if self.mode == "client":
-            t0 = time.perf_counter()
-            self.scores = self.accept_scores(replies, server_round, list(self.shippable(self.fitted)))
-            self.t_evaluate = time.perf_counter() - t0
-        accuracy, _ = self.accuracy()
-        return self.metrics({f"accuracy.{k}": v for k, v in accuracy.items()})
-
-    def accuracy(self) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
-        """Global accuracy (all queries pooled) and per-client accuracy; NaN for a classifier
-        that was not fitted or not evaluated."""
-        names = list(self.scenario.classifiers)
-        s = self.scores
-        total = sum(s.n_query[p] for p in s.correct)
-        overall = {n: (sum(s.correct[p][n][0] for p in s.correct if n in s.correct[p]) / total)
-                   if total and all(n in s.correct[p] for p in s.correct) else math.nan for n in names}
-        per_client = {p: {n: s.correct[p][n][0] / s.n_query[p] for n in names if n in s.correct[p]}
-                      if s.n_query[p] else {} for p in s.correct}
-        return overall, per_client
-
-    def accuracy_interval(self, accuracy: dict[str, float]) -> dict[str, Any]:
-        """Queries scored and the Wilson 95% interval of each global accuracy."""
-        n = sum(self.scores.n_query[p] for p in self.scores.correct)
-        return {"n": n, "ci": {c: list(wilson(a * n, n)) if a == a else [math.nan, math.nan]
-                               for c, a in accuracy.items()}}
-
-    def result(self) -> dict[str, Any]:
-        accuracy, per_client = self.accuracy()
-        timings = {"collect_s": self.t_collect,
-                   "classifiers": {n: {"fit_s": self.fit_s.get(n, math.nan), "evaluate_round_s": self.t_evaluate}
-                                   for n in self.scenario.classifiers}}
-        return {"index": self.index, "label": self.label, "method": self.method, "params": self.params,
-                "outcomes": self.outcomes, "failures": self.failures(), "accuracy": accuracy,
-                "per_client": per_client, "evaluation": self.evaluation_info(), "timings": timings,
-                "accuracy_interval": self.accuracy_interval(accuracy), "participation": self.participation}

@@ -1,6 +1,6 @@
-"""Flower ServerApp: a thin loop that runs the scenario's strategy (``fedsim.strategies``)
-once per configuration with Flower's own ``Strategy.start``, on an audited grid, and
-returns the results.
+"""Flower ServerApp: a thin loop that runs the scenario's strategies (``fedsim.strategies``;
+several run in order on one federation) once per configuration with Flower's own
+``Strategy.start``, on an audited grid, and returns the results.
 
 ``make_server_app(scenario, sink)`` is used by the simulation driver, which writes the run
 folder from what lands in ``sink``; the module-level ``app`` serves ``flwr run .``, where no
@@ -21,7 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedsim.config import Scenario, scenario_for_run
 from fedsim.report.output import write_run_outputs
 from fedsim.report.results import RunFolder
-from fedsim.strategies import STRATEGIES, strategy_name
+from fedsim.strategies import STRATEGIES, strategy_names
 from fedsim.strategies.audit import AuditedGrid, AuditLog
 from fedsim.strategies.federation import Federation, FederationError, wait_for_nodes
 from fedsim.strategies.participation import Participation
@@ -51,12 +51,13 @@ def run_server(grid: Grid, scenario: Scenario, out: ServerOutput) -> ServerOutpu
                      if fd.participation.enabled() else None)
     fed = Federation(wait_for_nodes(grid, fd.num_clients, timeout=min(fd.round_timeout, 300.0)),
                      fd.quorum(), fd.round_timeout, participation)
-    flow = STRATEGIES.get(strategy_name(scenario))
+    # every configuration of every flow, with one index across the run (results, audit, client state)
+    plan = [(flow, *entry) for flow in map(STRATEGIES.get, strategy_names(scenario)) for entry in flow.plan(scenario)]
     rounds = []
     try:
         if participation is not None:
             fed.introduce(audited)
-        for index, (method, params, label, extra) in enumerate(flow.plan(scenario)):
+        for index, (flow, method, params, label, extra) in enumerate(plan):
             strategy = flow(fed, scenario, index, method, params, label=label, **extra)
             strategy.start(audited, ArrayRecord(), num_rounds=strategy.num_rounds, timeout=fd.round_timeout)
             rounds.append(strategy.result())

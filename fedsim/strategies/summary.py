@@ -35,7 +35,7 @@ def _split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], dict[st
 
 
 def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, Any]:
-    loss = {c: (ref["accuracy"][c] - a) if ref else math.nan for c, a in r["accuracy"].items()}
+    loss = {c: (ref["accuracy"].get(c, math.nan) - a) if ref else math.nan for c, a in r["accuracy"].items()}
     clients = []
     for pid, out in sorted(r["outcomes"].items()):
         acc = r["per_client"].get(pid, {})
@@ -45,8 +45,8 @@ def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, A
             "id": pid, "n_released": out.n_released, "accuracy": acc,
             "accuracy_loss": {c: ref_acc[c] - a if c in ref_acc else math.nan for c, a in acc.items()},
             "metrics": server, **({"metrics_insider": insider} if insider else {}),
-            "timings": {"anonymize_s": float(out.timings.get("anonymize_s", math.nan)),
-                        "measure_s": float(out.timings.get("measure_s", math.nan))},
+            "timings": {k: float(out.timings.get(k, math.nan)) for k in ("anonymize_s", "measure_s")}
+            | ({"statistics_s": float(out.timings["statistics_s"])} if "statistics_s" in out.timings else {}),
         })
     entry = {
         "index": r["index"], "label": r["label"], "method": r["method"], "params": r["params"],
@@ -60,6 +60,8 @@ def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, A
     }
     if r.get("participation"):
         entry["participation"] = r["participation"]
+    if "aggregate" in r:  # fed_ncm / fed_ridge: what the server chose and learned from the sums
+        entry["aggregate"] = r["aggregate"]
     if any("metrics_insider" in c for c in clients):
         entry["privacy_insider"] = _client_means(clients, "metrics_insider")
     return entry
