@@ -312,6 +312,7 @@ def test_the_server_receives_statistics_never_records(iid_run):
     assert {m["phase"] for m in traffic if m["index"] > 0} == {"sums", "evaluate"}
 
 
+@pytest.mark.slow  # a second Ray run; the IID run keeps the flows in the default suite
 def test_dirichlet_run_with_auto_lambda_and_random_features(dirichlet_run):
     results, run_dir, scenario = dirichlet_run
     by = _check_common(results)

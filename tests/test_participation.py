@@ -112,6 +112,7 @@ def test_pooled_round_accuracy_counts_only_participants(online_run):
     np.testing.assert_allclose(np.asarray(online["classifiers"]["knn"]["R"])[-1], pooled)
 
 
+@pytest.mark.slow  # a second Ray run; the online run keeps participation in the default suite
 def test_release_with_federated_pca_uses_only_participants(tmp_path):
     scenario = load_scenario(REPO / "scenarios/quickstart.toml", [
         *SAMPLED, "seed=11", "plots.embeddings='off'", "anonymizers={pca={n_components=16}}",
