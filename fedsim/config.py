@@ -220,6 +220,8 @@ class PrivacyConfig:
     reference: bool = True
     # also report anonymeter's linkability and inference risks (optional dependency, README)
     anonymeter: bool = False
+    # the delta at which the accountant reports the composed epsilon of dp_gaussian releases
+    dp_delta: float = field(default=1e-5, metadata=_check(lambda v: None if 0 < v < 1 else "must be in (0, 1)"))
 
 
 @dataclass

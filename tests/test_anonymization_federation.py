@@ -78,6 +78,10 @@ def test_every_method_runs_and_server_never_receives_originals(tmp_path):
     strong, weak = by["gaussian(noise_scale=8.0)"]["privacy"], by["gaussian(noise_scale=0.5)"]["privacy"]
     assert strong["reidentification_rate_ci_high"] < weak["reidentification_rate_ci_low"] - 0.3
     assert "epsilon" in by["dp_gaussian(epsilon=4.0, delta=1e-05)"]["privacy"]
+    dp = by["dp_gaussian(epsilon=4.0, delta=1e-05)"]["dp"]  # accounted: one release gives back its own epsilon
+    assert dp["delta"] == 1e-5 and abs(dp["epsilon"] - 4.0) < 1e-3 and dp["epsilon_run"] == dp["epsilon"]
+    assert sorted(dp["clients"]) == ["0", "1", "2", "3"] and all("dp" not in r for r in results["releases"][:-3])
+    assert (run_dir / "epsilon.png").is_file()
     assert (run_dir / "results.csv").is_file()
     assert (run_dir / "tradeoff_accuracy_vs_reidentification.png").is_file()
 

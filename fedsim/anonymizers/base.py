@@ -178,6 +178,12 @@ class Anonymizer:
         server, such a method shows the server this client's original query embeddings."""
         return False
 
+    def noise_multiplier(self) -> float | None:
+        """Noise standard deviation over L2 sensitivity when each released vector is a
+        Gaussian mechanism with a formal guarantee (the privacy accountant composes it);
+        None for methods without one."""
+        return None
+
     def max_release_rows(self, n_samples: int) -> int:
         """The most rows a release of ``n_samples`` records may have (the server checks it)."""
         return n_samples

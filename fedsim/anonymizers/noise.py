@@ -159,6 +159,9 @@ class DPGaussian(Anonymizer):
         self.sensitivity_ = 2.0 * self.clip_norm
         self.sigma_ = analytic_gaussian_sigma(self.epsilon, self.delta, self.sensitivity_)
 
+    def noise_multiplier(self) -> float:
+        return self.sigma_ / self.sensitivity_
+
     def clip(self, X: np.ndarray) -> np.ndarray:
         norms = np.linalg.norm(X, axis=1, keepdims=True).astype(np.float32)
         return X * np.minimum(1.0, self.clip_norm / np.maximum(norms, 1e-30)).astype(np.float32)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.report.clients import CLIENT_METRICS, client_table, label_entropy, write_client_plots
+from fedsim.report.dp import dp_rows, plot_epsilon
 from fedsim.report.results import write_text
 from fedsim.report.summary import ONLINE_COLUMNS, PRIVACY_KEYS
 from fedsim.report.traffic import plot_traffic, traffic_rows
@@ -221,6 +222,24 @@ def _section_online(results: dict[str, Any], run_dir: Path) -> list[Block]:
     return blocks
 
 
+def _section_dp(results: dict[str, Any], run_dir: Path) -> list[Block]:
+    rows = dp_rows(results)
+    if not rows:
+        return []
+    blocks: list[Block] = [
+        ("h2", "Differential privacy, accounted"),
+        ("p", "Each `dp_gaussian` release is a Gaussian mechanism per record (noise multiplier = noise standard "
+              "deviation / L2 sensitivity); dp-accounting's privacy-loss-distribution accountant composes it. "
+              "'Alone' is this configuration (online: every round a client took part in, its queries re-sent each "
+              "round under server-side evaluation); 'run' composes every DP configuration of the run so far -- the "
+              "run's non-DP configurations are comparisons and are left out (really releasing them would leave "
+              "no guarantee). Values are for the most exposed client."),
+        ("table", ["configuration", "noise multiplier", "delta", "epsilon (alone)", "epsilon (run so far)"], rows)]
+    if (run_dir / "epsilon.png").is_file():
+        blocks.append(("img", "epsilon.png", "Epsilon of the most exposed client."))
+    return blocks
+
+
 def _section_timings(results: dict[str, Any]) -> list[Block]:
     rows = [[k, v] for k, v in results.get("timings", {}).items()]
     for r in results.get("releases", []):
@@ -257,6 +276,7 @@ def report_blocks(run_dir: Path, results: dict[str, Any]) -> list[Block]:
         *_section_plots(run_dir, "Embeddings", ["embeddings_*.png", "knn_samples.png"],
                         "One projection fitted on all panels of a figure, so panels are comparable."),
         *_section_online(results, run_dir),
+        *_section_dp(results, run_dir),
         *_section_timings(results),
         *_section_environment(results),
     ]
@@ -332,6 +352,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     results = json.loads(path.read_text(encoding="utf-8"))
     write_client_plots(run_dir, results)
     plot_traffic(results, run_dir / "traffic.png")
+    plot_epsilon(results, run_dir / "epsilon.png")
     blocks = report_blocks(run_dir, results)
     write_text(run_dir / "report.md", to_markdown(blocks))
     write_text(run_dir / "report.html", to_html(blocks, run_dir))

@@ -16,6 +16,7 @@ from fedsim import __version__
 from fedsim.config import Scenario
 from fedsim.privacy.stats import wilson
 from fedsim.report.environment import environment
+from fedsim.strategies.dp import dp_entries
 
 
 def _mean(values: list[float]) -> float:
@@ -127,6 +128,10 @@ def assemble_results(scenario: Scenario, rounds: list[dict[str, Any]], failures:
     listed = [r for r in rounds if not (r is ref and "none" not in scenario.anonymizers)] or rounds
     first = listed[0] if listed else {"method": "none", "params": {}, "accuracy": {}, "per_client": {}}
     releases = [_release_entry(r, ref) for r in rounds]
+    accounted = dp_entries(rounds, scenario.privacy.dp_delta)
+    for entry in releases:
+        if entry["index"] in accounted:
+            entry["dp"] = accounted[entry["index"]]
     failed = {f["client"]: f for f in failures}
     outcomes: dict[int, Any] = {}
     for r in rounds:  # a client's first release: its extraction (cache hit or miss) happened then
