@@ -104,8 +104,9 @@ class FaultConfig:
     """A test-only fault one client injects into its own replies (``[[federation.faults]]``)."""
 
     client: int = field(default=0, metadata=_check(_at_least(0)))
+    # secure_sums: SecAgg+'s collect stage, after the client shared its keys and mask shares
     phase: str = field(default="release", metadata=_check(_one_of(
-        "stats", "release", "evaluate", "online", "online_evaluate")))
+        "stats", "release", "evaluate", "online", "online_evaluate", "secure_sums")))
     kind: str = field(default="raise", metadata=_check(_one_of("raise", "malformed", "timeout")))
     # malformed: what is wrong with the reply
     how: str = field(default="nan", metadata=_check(_one_of(
@@ -147,6 +148,38 @@ class ParticipationConfig:
         return self.fraction < 1 or self.dropout > 0 or self.delay_s > 0
 
 
+def _shares(v: int) -> str | None:
+    return None if v == 0 or v >= 3 else "must be 0 (every client asked) or >= 3"
+
+
+def _threshold(v: int) -> str | None:
+    return None if v == 0 or v >= 2 else "must be 0 (more than half of the shares) or >= 2"
+
+
+@dataclass
+class SecureAggregationConfig:
+    """Flower's SecAgg+ for the aggregate flows (``[federation.secure_aggregation]``): the
+    server learns the sum of the clients' statistics, never one client's. Each statistic
+    is divided by a public scale, ``bound / clipping_range`` with ``bound`` the largest entry
+    one client's statistic can have (``max_records`` records of L2 norm <= ``max_norm``),
+    then clipped to +-clipping_range and quantised to ``quantization_range`` levels
+    (fedsim.protocol.SecureEncoding)."""
+
+    enabled: bool = False
+    # clients each secret is shared with; 0 = every client asked in the round
+    num_shares: int = field(default=0, metadata=_check(_shares))
+    # shares that rebuild a secret (a dropped client's masks); 0 = num_shares // 2 + 1
+    reconstruction_threshold: int = field(default=0, metadata=_check(_threshold))
+    clipping_range: float = field(default=8.0, metadata=_check(_positive))
+    # levels of [-clipping_range, clipping_range]; clients x levels must stay below 2**32 (SecAgg+'s modulus)
+    quantization_range: int = field(default=2 ** 22, metadata=_check(
+        lambda v: None if 2 <= v <= 2 ** 30 else "must be in [2, 2**30]"))
+    # public bounds (required when enabled): training records of one client, L2 norm of one
+    # embedding (fed_ridge with random features uses its features' bound, sqrt(2))
+    max_records: int = field(default=0, metadata=_check(_at_least(0)))
+    max_norm: float = field(default=0.0, metadata=_check(_at_least(0)))
+
+
 def _strategies(v: Any) -> str | None:
     names = v if isinstance(v, list) else [v]
     ok = names and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
@@ -177,6 +210,7 @@ class FederationConfig:
     max_in_flight: int = field(default=0, metadata=_check(_at_least(0)))
     client_resources: ClientResources = field(default_factory=ClientResources)
     participation: ParticipationConfig = field(default_factory=ParticipationConfig)
+    secure_aggregation: SecureAggregationConfig = field(default_factory=SecureAggregationConfig)
     faults: list = field(default_factory=list)  # [[federation.faults]] tables (FaultConfig)
 
     def quorum(self) -> int:
@@ -487,6 +521,21 @@ def _validate_federation(scenario: Scenario) -> None:
     if fed.participation.min_sampled > fed.num_clients:
         raise ScenarioError(f"federation.participation.min_sampled = {fed.participation.min_sampled} is above "
                             f"federation.num_clients = {fed.num_clients}")
+    sa = fed.secure_aggregation
+    if sa.enabled and not (sa.max_records and sa.max_norm):
+        raise ScenarioError("federation.secure_aggregation: max_records and max_norm must be > 0 when enabled "
+                            "(public bounds on one client's records and an embedding's L2 norm: they fix the scale "
+                            "every client and the server agree on)")
+    if sa.num_shares and sa.reconstruction_threshold >= sa.num_shares:
+        raise ScenarioError(f"federation.secure_aggregation.reconstruction_threshold = {sa.reconstruction_threshold} "
+                            f"must be below num_shares = {sa.num_shares}")
+    if sa.num_shares > fed.num_clients:
+        raise ScenarioError(f"federation.secure_aggregation.num_shares = {sa.num_shares} is above "
+                            f"federation.num_clients = {fed.num_clients}")
+    if sa.enabled and fed.num_clients * sa.quantization_range >= 2 ** 32:
+        raise ScenarioError(f"federation.secure_aggregation.quantization_range = {sa.quantization_range}: "
+                            f"num_clients x quantization_range must be below 2**32 (SecAgg+'s modulus), so at most "
+                            f"{(2 ** 32 - 1) // fed.num_clients} with {fed.num_clients} clients")
     for i, fault in enumerate(fed.faults):
         if not isinstance(fault, dict):
             raise ScenarioError(f"federation.faults[{i}]: expected a table with client, phase, kind")

@@ -19,6 +19,8 @@ phase              Flower message type       reply
 ``online``         ``train.online``          :class:`ReleaseReply` (one online round)
 ``online_evaluate````evaluate.online``       :class:`ScoresReply`  (every test domain)
 ``sums``           ``train.sums``            :class:`SumsReply`    (fed_ncm / fed_ridge statistics)
+(SecAgg+)          ``train``                 Flower's SecAgg+ stages; the collect stage's
+                                             statistics: :class:`SecureEncoding`
 =================  ========================  ============================================
 """
 
@@ -26,10 +28,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+if TYPE_CHECKING:
+    from fedsim.classifiers.federated import AggregateMethod
+    from fedsim.config import SecureAggregationConfig
 
 MESSAGE_TYPES = {
     "hello": "query.hello",
@@ -67,24 +73,28 @@ class Request:
     send_queries: bool = True
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
+    def config(self) -> dict[str, Any]:
+        """The request's fields as a config record's values (SecAgg+ carries them as its fit config)."""
+        return {"phase": self.phase, "index": self.index, "method": self.method, "params": json.dumps(self.params),
+                "round": self.round, "batch-size": self.batch_size, "send-queries": self.send_queries}
+
     def to_message(self, node_id: int) -> Message:
         if self.phase not in MESSAGE_TYPES:
             raise ProtocolError(f"unknown phase {self.phase!r}; allowed: {', '.join(PHASES)}")
-        config = ConfigRecord({"phase": self.phase, "index": self.index, "method": self.method,
-                               "params": json.dumps(self.params), "round": self.round,
-                               "batch-size": self.batch_size, "send-queries": self.send_queries})
-        content: dict[str, Any] = {"config": config}
+        content: dict[str, Any] = {"config": ConfigRecord(self.config())}
         for name, group in self.arrays.items():
             content[name] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in group.items()})
         return Message(RecordDict(content), message_type=MESSAGE_TYPES[self.phase], dst_node_id=node_id,
                        group_id=f"{self.phase}-{self.index}-{self.round}")
 
     @classmethod
-    def from_message(cls, msg: Message) -> "Request":
+    def from_message(cls, msg: Message, record: str = "config") -> "Request":
+        """The request in ``msg``; ``record`` names its config record (SecAgg+: ``fitins.config``,
+        whose message carries Flower's own empty parameters and no fedsim arrays)."""
         try:
-            cfg = msg.content["config"]
+            cfg = msg.content[record]
             arrays = {name: {k: v.numpy() for k, v in rec.items()}
-                      for name, rec in msg.content.array_records.items()}
+                      for name, rec in msg.content.array_records.items()} if record == "config" else {}
             return cls(phase=str(cfg["phase"]), index=int(cfg["index"]), method=str(cfg["method"]),
                        params=json.loads(str(cfg["params"])), round=int(cfg["round"]),
                        batch_size=int(cfg["batch-size"]), send_queries=bool(cfg["send-queries"]),
@@ -388,6 +398,79 @@ class SumsReply:
                 raise ProtocolError(f"sums: {name} is not a Gram matrix (symmetric, non-negative diagonal)")
 
 
+#: one entry of a client's statistic is at most (records) x (feature norm)^p, p by statistic
+NORM_POWER = {"counts": 0, "sums": 1, "xty": 1, "gram": 2}
+#: the SecAgg+ fit reply's layout (Flower's FitRes); secaggplus_mod masks ``fitres.parameters``
+#: and sends the masked vector instead, so only the metrics below travel in clear
+SECURE_METRICS = ("partition-id", "n-query", "num-classes", "embedding-cache", "statistics_s", "extract_s")
+
+
+@dataclass
+class SecureEncoding:
+    """How an aggregate flow's statistics travel through SecAgg+ (fedsim.strategies.secure).
+
+    SecAgg+ clips every value to +-``clipping_range`` and quantises it to
+    ``quantization_range`` levels, then the server gets the MEAN over the n surviving
+    clients (weight 1 each).  So each statistic is divided by a public scale,
+    ``bound / clipping_range``, where ``bound`` is the largest entry one client's statistic
+    can have: ``max_records`` x ``norm`` ** :data:`NORM_POWER` (counts <= records, |sums|,
+    |X^T Y| <= records x norm, |X^T X| <= records x norm^2).  Every client and the server
+    derive it from the scenario, so they agree without exchanging anything.  A statistic
+    above its bound would be clipped silently, so a client refuses to send it."""
+
+    names: tuple[str, ...]
+    bounds: dict[str, float]
+    clipping_range: float
+    quantization_range: int
+
+    @classmethod
+    def create(cls, method: AggregateMethod, config: SecureAggregationConfig) -> "SecureEncoding":
+        """The encoding of ``method``'s statistics under the scenario's public bounds."""
+        norm = method.norm_bound(config.max_norm)
+        names = method.statistic_names()
+        bounds = {n: float(config.max_records) * norm ** NORM_POWER[n.removeprefix(HELD_OUT_PREFIX)] for n in names}
+        return cls(names, bounds, config.clipping_range, config.quantization_range)
+
+    def scale(self, name: str) -> float:
+        return self.bounds[name] / self.clipping_range
+
+    def encode(self, stats: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The statistics in ``names`` order, each divided by its scale (float64)."""
+        if set(stats) != set(self.names):
+            raise ProtocolError(f"secure sums: expected statistics {', '.join(self.names)}, got {', '.join(stats)}")
+        out = []
+        for name in self.names:
+            value = np.asarray(stats[name], np.float64)
+            top = float(np.abs(value).max(initial=0.0))
+            if top > self.bounds[name]:
+                raise ValueError(f"statistic {name} has an entry {top:.4g} above its public bound {self.bounds[name]:.4g} "
+                                 "(federation.secure_aggregation.max_records x max_norm^p): more records or longer "
+                                 "embeddings than the bounds say; raise them")
+            out.append(value / self.scale(name))
+        return out
+
+    def decode(self, mean: list[np.ndarray], survivors: int) -> dict[str, np.ndarray]:
+        """The SUM over ``survivors`` clients from SecAgg+'s mean: rescaled, counts rounded to
+        integers, Gram matrices made symmetric (quantisation noise is not)."""
+        if len(mean) != len(self.names):
+            raise ProtocolError(f"secure sums: {len(mean)} arrays for {len(self.names)} statistics")
+        total = {}
+        for name, value in zip(self.names, mean):
+            value = np.asarray(value, np.float64) * self.scale(name) * survivors
+            base = name.removeprefix(HELD_OUT_PREFIX)
+            if base == "counts":
+                value = np.rint(value).astype(np.int64)
+            elif base == "gram":
+                value = (value + value.T) / 2
+            total[name] = value
+        return total
+
+    def error_bound(self, survivors: int) -> dict[str, float]:
+        """The largest error of one entry of a recovered sum: each client's value is off by
+        less than one quantisation step, ``2 bound / quantization_range`` (stochastic rounding)."""
+        return {n: survivors * 2.0 * b / self.quantization_range for n, b in self.bounds.items()}
+
+
 @dataclass
 class ScoresReply:
     """Client-side scoring: correct predictions per classifier (and per test domain)."""
@@ -463,6 +546,8 @@ def message_bytes(msg: Message) -> dict[str, Any]:
                                "bytes": len(arr.data)})
                 total += len(arr.data)
         for rname, rec in [*content.config_records.items(), *content.metric_records.items()]:
-            total += len(json.dumps({k: v if not isinstance(v, bytes) else len(v) for k, v in rec.items()},
-                                    default=str))
+            blobs = {k: v for k, v in rec.items() if isinstance(v, bytes)
+                     or (isinstance(v, list) and v and isinstance(v[0], bytes))}  # SecAgg+ keys and masked vectors
+            total += sum(len(v) if isinstance(v, bytes) else sum(map(len, v)) for v in blobs.values())
+            total += len(json.dumps({k: v for k, v in rec.items() if k not in blobs}, default=str))
     return {"arrays": arrays, "bytes": total}

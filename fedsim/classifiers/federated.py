@@ -54,6 +54,11 @@ class AggregateMethod:
     def needs_key(self) -> bool:
         return False
 
+    def norm_bound(self, max_norm: float) -> float:
+        """The largest L2 norm of a vector the statistics sum, given the public bound
+        ``max_norm`` on an embedding's (secure aggregation scales the statistics by it)."""
+        return max_norm
+
     def statistic_names(self) -> tuple[str, ...]:
         """The statistics a client sends (their shapes: fedsim.protocol.STATISTIC_SHAPES)."""
         raise NotImplementedError
@@ -154,6 +159,10 @@ class FedRidge(AggregateMethod):
     @property
     def needs_key(self) -> bool:
         return self.random_features > 0
+
+    def norm_bound(self, max_norm: float) -> float:
+        """Random Fourier features have norm <= sqrt(2) whatever the embedding (sqrt(2/D) cos)."""
+        return math.sqrt(2.0) if self.random_features else max_norm
 
     def feature_map(self, dim: int) -> RandomFourierFeatures | None:
         """The clients' shared random-features map (None when ``random_features = 0``)."""

@@ -18,6 +18,7 @@ from fedsim.classifiers.federated import AGGREGATES, AggregateMethod
 from fedsim.clients.keys import KEY_ENV, NODE_KEY
 from fedsim.clients.release import ClientData
 from fedsim.config import Scenario
+from fedsim.protocol import SecureEncoding
 from fedsim.seeding import derive_seed
 
 
@@ -41,6 +42,15 @@ def statistics(scenario: Scenario, data: ClientData, method: str, params: dict[s
         data.x_train, data.y_train, data.x_query, len(data.label_histogram),
         seed=derive_seed(scenario.seed, "held-out", data.partition_id))
     return stats, queries, {"statistics_s": time.perf_counter() - t0, "extract_s": data.timings["extract_s"]}
+
+
+def secure_statistics(scenario: Scenario, data: ClientData, method: str, params: dict[str, Any], key: int | None
+                      ) -> tuple[list[np.ndarray], np.ndarray, dict[str, float]]:
+    """(the statistics scaled for SecAgg+ -- fedsim.protocol.SecureEncoding, from the
+    scenario's public bounds --, the queries to keep, timings)."""
+    stats, queries, timings = statistics(scenario, data, method, params, key)
+    encoding = SecureEncoding.create(aggregate_method(method, params, key), scenario.federation.secure_aggregation)
+    return encoding.encode(stats), queries, timings
 
 
 def model(method: str, params: dict[str, Any]) -> Classifier:

@@ -8,7 +8,11 @@
   models the server shipped; only counts go back;
 * ``train.online`` / ``evaluate.online`` -- the same two steps for one online round;
 * ``train.sums``       -- the sufficient statistics of an aggregate flow (fed_ncm,
-  fed_ridge); the queries stay here and are scored by ``evaluate.release``.
+  fed_ridge); the queries stay here and are scored by ``evaluate.release``;
+* ``train``            -- the same statistics under SecAgg+ (``federation.secure_aggregation``):
+  Flower's ``secaggplus_mod`` answers the protocol's stages and calls the default train
+  handler (:func:`secure_sums`) in its collect stage; it acts on type ``train`` only, so
+  every other message passes it untouched.
 
 ``make_client_app(scenario, key)`` binds a resolved scenario and the federation key
 (``fedsim run``: the driver hands the key to this side only); the module-level ``app``
@@ -26,7 +30,8 @@ import traceback
 from typing import Any, Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from fedsim import classifiers
@@ -37,8 +42,8 @@ from fedsim.clients.release import ClientData, Release, anonymize, client_data, 
 from fedsim.config import Scenario, scenario_for_run
 from fedsim.device import set_threads
 from fedsim.online.replay import REPLAY_SUFFIX
-from fedsim.protocol import (MESSAGE_TYPES, HelloReply, ReleaseReply, Request, ScoresReply, StatsReply, SumsReply,
-                             error_content)
+from fedsim.protocol import (MESSAGE_TYPES, SECURE_METRICS, HelloReply, ReleaseReply, Request, ScoresReply,
+                             StatsReply, SumsReply, error_content)
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +178,34 @@ def handle(phase: str, bound: dict[str, Any] | None, key: int | None, msg: Messa
     return Message(content, reply_to=msg)
 
 
+def secure_sums(bound: dict[str, Any] | None, key: int | None, msg: Message, context: Context) -> Message:
+    """SecAgg+'s collect stage: this client's statistics, scaled, in Flower's FitRes layout;
+    secaggplus_mod quantises and masks ``fitres.parameters`` and sends only that, plus the
+    clear-text metrics (:data:`fedsim.protocol.SECURE_METRICS`: never a statistic).  An
+    exception is Flower's error reply: SecAgg+ counts the client as dropped."""
+    node = Node(context, bound, key)
+    req = Request.from_message(msg, "fitins.config")
+    faults.before(faults.find(node.scenario, node.pid, "secure_sums", req.index, req.round), node.scenario)
+    data = node.data()
+    arrays, queries, timings = aggregates.secure_statistics(node.scenario, data, req.method, req.params, node.key)
+    node.keep_queries(req.index, [queries], data.y_query)
+    values = [node.pid, data.n_query, len(data.label_histogram), data.embedding_cache, timings["statistics_s"],
+              timings["extract_s"]]
+    return Message(RecordDict({
+        "fitres.parameters": ArrayRecord({str(i): Array(a) for i, a in enumerate(arrays)}),
+        "fitres.num_examples": MetricRecord({"num_examples": 1}),  # weight 1: SecAgg+ averages over clients
+        "fitres.metrics": ConfigRecord(dict(zip(SECURE_METRICS, values))),
+        "fitres.status": ConfigRecord({"code": 0, "message": "ok"}),
+    }), reply_to=msg)
+
+
 def make_client_app(scenario: dict[str, Any] | None = None, key: int | None = None) -> ClientApp:
-    app = ClientApp()
+    app = ClientApp(mods=[secaggplus_mod])
     for phase in HANDLERS:
         category, action = MESSAGE_TYPES[phase].split(".")
         register = {"query": app.query, "train": app.train, "evaluate": app.evaluate}[category]
         register(action)(functools.partial(handle, phase, scenario, key))
+    app.train()(functools.partial(secure_sums, scenario, key))
     return app
 
 

@@ -10,21 +10,39 @@ round) and, with ``[audit] messages = true`` (``fedsim run --audit``), ``audit.j
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from flwr.app import Message
+from flwr.common import bytes_to_ndarray
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.serverapp import Grid
 
 from fedsim.protocol import message_bytes
 
 
-def _request_fields(msg: Message) -> dict[str, Any]:
-    cfg = msg.content["config"] if msg.has_content() and "config" in msg.content else {}
+def _request_fields(msg: Message, scope: dict[str, Any]) -> dict[str, Any]:
+    """(phase, configuration index, round) of a request: from fedsim's ``config`` record, or
+    for Flower's SecAgg+ messages (which carry none) ``secagg.<stage>`` and the ``scope``."""
+    content = msg.content if msg.has_content() else {}
+    if "config" not in content and RECORD_KEY_CONFIGS in content:
+        return {"phase": f"secagg.{content[RECORD_KEY_CONFIGS][Key.STAGE]}", "index": int(scope.get("index", 0)),
+                "round": int(scope.get("round", 0))}
+    cfg = content["config"] if "config" in content else {}
     return {"phase": str(cfg.get("phase", msg.metadata.message_type)), "index": int(cfg.get("index", 0)),
             "round": int(cfg.get("round", 0))}
+
+
+def _received_arrays(msg: Message) -> dict[str, np.ndarray]:
+    """Every array of a reply, SecAgg+'s masked vectors (bytes in a config record) included."""
+    arrays = {f"{r}.{k}": v.numpy() for r, rec in msg.content.array_records.items() for k, v in rec.items()}
+    if RECORD_KEY_CONFIGS in msg.content and Key.MASKED_PARAMETERS in msg.content[RECORD_KEY_CONFIGS]:
+        for i, blob in enumerate(msg.content[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]):
+            arrays[f"{RECORD_KEY_CONFIGS}.{Key.MASKED_PARAMETERS}.{i}"] = bytes_to_ndarray(blob)
+    return arrays
 
 
 @dataclass
@@ -40,8 +58,7 @@ class AuditLog:
                  "message_type": msg.metadata.message_type, "error": msg.has_error(), **message_bytes(msg)}
         self.records.append(entry)
         if self.keep_arrays and direction == "client->server" and msg.has_content():
-            self.arrays.append((entry, {f"{r}.{k}": v.numpy() for r, rec in msg.content.array_records.items()
-                                        for k, v in rec.items()}))
+            self.arrays.append((entry, _received_arrays(msg)))
 
     def with_clients(self, pid_of: dict[int, int]) -> list[dict[str, Any]]:
         """The records with each node's partition id as ``client`` (None if never known)."""
@@ -74,15 +91,26 @@ class AuditedGrid:
     def __init__(self, grid: Grid, log: AuditLog) -> None:
         self._grid = grid
         self.audit = log
+        self._scope: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
+
+    @contextmanager
+    def scope(self, **fields: Any) -> Iterator[None]:
+        """Record messages that carry no fedsim ``config`` (SecAgg+'s) under these fields
+        (configuration ``index``, ``round``)."""
+        self._scope = fields
+        try:
+            yield
+        finally:
+            self._scope = {}
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         messages = list(messages)
         sent = {}
         for m in messages:
-            sent[m.metadata.dst_node_id] = request = _request_fields(m)
+            sent[m.metadata.dst_node_id] = request = _request_fields(m, self._scope)
             self.audit.record(m, "server->client", m.metadata.dst_node_id, request)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout)) if messages else []
         for r in replies:

@@ -75,7 +75,8 @@ class Federation:
 
     def introduce(self, grid: Any) -> None:
         """Learn every node's partition id (the ``hello`` phase): sampled participation draws
-        by partition id, so it needs them before the first round."""
+        by partition id, and a client that drops out of SecAgg+ sends nothing that names
+        its partition, so both need them before the first round."""
         replies = grid.send_and_receive(self.messages(Request("hello", 0, "none", {})), timeout=self.timeout)
         self.accept(replies, "hello", 0, 0)
 
@@ -85,11 +86,15 @@ class Federation:
             return None
         return self.participation.plan(round_index, [self.pid_of[n] for n in self.active])
 
-    def messages(self, request: Request, pids: Iterable[int] | None = None) -> list[Message]:
-        """One message per client still in (of ``pids`` only, when given)."""
+    def select(self, pids: Iterable[int] | None = None) -> list[int]:
+        """The nodes still in (of partitions ``pids`` only, when given); they become ``asked``."""
         wanted = None if pids is None else set(pids)
         self.asked = [n for n in self.active if wanted is None or self.pid_of.get(n) in wanted]
-        return [request.to_message(node) for node in self.asked]
+        return self.asked
+
+    def messages(self, request: Request, pids: Iterable[int] | None = None) -> list[Message]:
+        """One message per client still in (of ``pids`` only, when given)."""
+        return [request.to_message(node) for node in self.select(pids)]
 
     def fail(self, node: int, phase: str, index: int, round_index: int, reason: str,
              claimed: int | None = None) -> None:
@@ -124,7 +129,7 @@ class Federation:
             if reason is None:
                 try:
                     reply = decode_reply(msg, phase)
-                    self._check_partition(node, reply.partition_id)
+                    self.check_partition(node, reply.partition_id)
                     if any(r.partition_id == reply.partition_id for r in decoded.values()):
                         raise ProtocolError(f"partition id {reply.partition_id} sent by two nodes")
                     decoded[node] = reply
@@ -149,7 +154,8 @@ class Federation:
         self.require_quorum(f"{phase} of configuration {index}, round {round_index}")
         return accepted
 
-    def _check_partition(self, node: int, pid: int) -> None:
+    def check_partition(self, node: int, pid: int) -> None:
+        """A ProtocolError unless ``pid`` is a partition this node may serve (its own, or a free one)."""
         if not 0 <= pid < self.num_clients:
             raise ProtocolError(f"partition id {pid} outside [0, {self.num_clients - 1}]")
         known = self.pid_of.get(node)

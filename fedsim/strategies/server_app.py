@@ -55,7 +55,7 @@ def run_server(grid: Grid, scenario: Scenario, out: ServerOutput) -> ServerOutpu
     plan = [(flow, *entry) for flow in map(STRATEGIES.get, strategy_names(scenario)) for entry in flow.plan(scenario)]
     rounds = []
     try:
-        if participation is not None:
+        if participation is not None or fd.secure_aggregation.enabled:
             fed.introduce(audited)
         for index, (flow, method, params, label, extra) in enumerate(plan):
             strategy = flow(fed, scenario, index, method, params, label=label, **extra)

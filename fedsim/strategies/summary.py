@@ -63,6 +63,8 @@ def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, A
         entry["participation"] = r["participation"]
     if "aggregate" in r:  # fed_ncm / fed_ridge: what the server chose and learned from the sums
         entry["aggregate"] = r["aggregate"]
+    if "secure_aggregation" in r:  # SecAgg+: its parameters, scales, survivors, error bounds
+        entry["secure_aggregation"] = r["secure_aggregation"]
     if any("metrics_insider" in c for c in clients):
         entry["privacy_insider"] = _client_means(clients, "metrics_insider")
     return entry
