@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -40,5 +43,34 @@ def test_scenario_runs_on_an_existing_ray_cluster(tmp_path):
         results = json.loads((run_dir / "results.json").read_text())
         assert results["num_failed"] == 0 and results["accuracy"]["knn"] > 0.5
         assert (run_dir / "report.html").is_file()  # results came back to the driver's machine
-    finally:  # stops the Ray processes of this machine, i.e. this test's head node
-        subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    finally:
+        _stop_head(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_head(temp: str) -> None:
+    """Stop this test's head node only: every process whose command line names its temp dir
+    (GCS, raylet, workers, agents). `ray stop` would kill EVERY Ray process of the machine --
+    a researcher's own run included (it once took down a run beside the test suite)."""
+    def ours() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                        if temp.encode() in fh.read():
+                            pids.append(int(entry))
+                except OSError:
+                    continue
+        return pids
+
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for pid in ours():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert not ours(), "processes of the test's Ray head survived SIGKILL"

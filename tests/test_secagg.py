@@ -250,6 +250,7 @@ def dirichlet_run(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("dirichlet"), 'partition.method="dirichlet"', "partition.params.alpha=0.1")
 
 
+@pytest.mark.slow  # a second Ray run; IID and the dropout run keep SecAgg+ in the default suite
 def test_dirichlet_models_equal_the_pooled_ones(dirichlet_run):
     results, run_dir, scenario, totals = dirichlet_run
     hists = np.array([c["label_histogram"] for c in results["clients"]])
