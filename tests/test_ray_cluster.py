@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 RAY = Path(sys.executable).parent / "ray"
@@ -25,6 +27,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # starts and stops a second Ray instance (~45 s); CI runs it with the slow tests
 def test_scenario_runs_on_an_existing_ray_cluster(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the scenario names the cluster
