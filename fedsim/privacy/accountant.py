@@ -10,6 +10,7 @@ written here.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -32,7 +33,14 @@ def composed_epsilon(noise_multipliers: Sequence[float], delta: float) -> float:
     counts: dict[float, int] = {}
     for z in noise_multipliers:
         counts[float(z)] = counts.get(float(z), 0) + 1
+    return _pld_epsilon(tuple(sorted(counts.items())), delta)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pld_epsilon(composition: tuple[tuple[float, int], ...], delta: float) -> float:
+    """One PLD computation takes ~0.1 s, and every client of a run asks for the same few
+    compositions (same mechanism, same number of releases): computed once each."""
     event = dp_accounting.ComposedDpEvent([dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), k)
-                                           for z, k in sorted(counts.items())])
+                                           for z, k in composition])
     accountant = PLDAccountant(value_discretization_interval=VALUE_DISCRETIZATION)
     return float(accountant.compose(event).get_epsilon(delta))
