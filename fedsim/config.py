@@ -341,7 +341,8 @@ class Scenario:
     # method name -> parameters (a list of values sweeps that parameter); validated by the registry
     anonymizers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"none": {}})
     classifiers: dict[str, dict[str, Any]] = field(default_factory=lambda: {"knn": {"k": 5}})
-    # aggregate flow (fed_ncm, fed_ridge) -> its parameters; validated by its registry
+    # aggregate flow (fed_ncm, fed_ridge) -> its parameters (a list sweeps, as for anonymizers);
+    # validated by its registry
     aggregates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,11 +359,20 @@ class Scenario:
         if self.privacy.reference and "none" not in self.anonymizers:
             grid.append(("none", {}))
         for method, params in self.anonymizers.items():
-            keys = list(params)
-            values = [v if isinstance(v, list) else [v] for v in params.values()]
-            for combo in itertools.product(*values):
-                grid.append((method, dict(zip(keys, combo))))
+            grid.extend((method, combo) for combo in sweep(params))
         return grid
+
+
+def sweep(params: dict[str, Any], list_valued: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every combination of ``params``, a list value sweeping its parameter (Cartesian
+    product, in file order); a parameter in ``list_valued`` takes a list as ONE value, and
+    is swept by a list of lists."""
+    keys = list(params)
+    values = []
+    for k, v in params.items():
+        swept = isinstance(v, list) and (k not in list_valued or (bool(v) and all(isinstance(e, list) for e in v)))
+        values.append(v if swept else [v])
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
 # ---------------------------------------------------------------- loading & typing
@@ -508,7 +518,8 @@ def _validate_aggregates(scenario: Scenario) -> None:
         if not isinstance(params, dict):
             raise ScenarioError(f"aggregates.{name}: expected a table of parameters, got {params!r}")
         try:
-            federated.validate(name, params)
+            for combo in sweep(params, federated.AGGREGATES.get(name).list_valued):
+                federated.validate(name, combo)
         except ValueError as err:
             raise ScenarioError(f"aggregates.{name}: {err}") from None
 

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from fedsim.classifiers.sufficient import NORM_POWER
+
 if TYPE_CHECKING:
     from fedsim.classifiers.federated import AggregateMethod
     from fedsim.config import SecureAggregationConfig
@@ -398,8 +400,6 @@ class SumsReply:
                 raise ProtocolError(f"sums: {name} is not a Gram matrix (symmetric, non-negative diagonal)")
 
 
-#: one entry of a client's statistic is at most (records) x (feature norm)^p, p by statistic
-NORM_POWER = {"counts": 0, "sums": 1, "xty": 1, "gram": 2}
 #: the SecAgg+ fit reply's layout (Flower's FitRes); secaggplus_mod masks ``fitres.parameters``
 #: and sends the masked vector instead, so only the metrics below travel in clear
 SECURE_METRICS = ("partition-id", "n-query", "num-classes", "embedding-cache", "statistics_s", "extract_s")

@@ -46,6 +46,18 @@ def test_run_composes_dp_configurations_and_leaves_out_the_rest():
     assert dp[3]["epsilon_run"] > 1.3  # client 1 released its records twice
 
 
+def test_dp_aggregate_statistics_compose_with_dp_releases():
+    rounds = [_one_shot(0, "dp_gaussian", {"epsilon": 1.0}),
+              {**_one_shot(1, "fed_ncm", {"epsilon": 1.0}), "evaluation": {"mode": "client"}},
+              {**_one_shot(2, "fed_ridge", {"lam": 1.0}), "evaluation": {"mode": "client"}}]
+    dp = dp_entries(rounds, 1e-5)
+    assert sorted(dp) == [0, 1]  # fed_ridge without epsilon has no guarantee
+    assert dp[1]["epsilon"] == pytest.approx(1.0, rel=1e-3)
+    z = dp[0]["noise_multiplier"]
+    assert dp[1]["noise_multiplier"] == pytest.approx(z)  # same epsilon, same mechanism
+    assert dp[1]["epsilon_run"] == pytest.approx(composed_epsilon([z, z], 1e-5))
+
+
 def test_online_queries_resent_each_round_compose_only_with_server_evaluation():
     r = {**_one_shot(0, "dp_gaussian", {"epsilon": 2.0}), "online": {"rounds": 4},
          "participation": [{"round": t, "took_part": [0] if t in (1, 3) else [0, 1]} for t in range(4)]}

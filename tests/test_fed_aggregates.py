@@ -137,6 +137,58 @@ def test_lambda_auto_picks_by_the_held_out_error_of_the_statistics():
 
 
 # ------------------------------------------------------------------------------ protocol
+def _worst_ridge_change(t: np.ndarray) -> np.ndarray:
+    """Squared change of (X^T X, X^T Y) when a unit record x of class k is replaced by a unit
+    x' of the same class, <x, x'> = t: |xx^T - x'x'^T|_F^2 + |x - x'|^2."""
+    return (2 - 2 * t ** 2) + (2 - 2 * t)
+
+
+def test_dp_sensitivities_bound_one_record_replaced():
+    gen = np.random.default_rng(3)
+    ncm, ridge = AGGREGATES.create("fed_ncm", epsilon=1.0), AGGREGATES.create("fed_ridge", epsilon=1.0, lam=1.0)
+    assert ncm.sensitivity() == 2.0 and ridge.sensitivity() == pytest.approx(np.sqrt(4.5))
+    assert _worst_ridge_change(np.linspace(-1, 1, 2001)).max() == pytest.approx(4.5)
+    worst = {"fed_ncm": 0.0, "fed_ridge": 0.0}
+    for _ in range(300):  # random neighbours (inside the unit ball, any classes): the bound holds
+        X, y = _data(40, 6, seed=int(gen.integers(1 << 30)))
+        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1.0)
+        X2 = X.copy()
+        X2[0] = gen.normal(size=6) * gen.random()
+        X2[0] /= max(np.linalg.norm(X2[0]), 1.0)
+        for name, fn in (("fed_ncm", ncm_statistics), ("fed_ridge", ridge_statistics)):
+            a, b = fn(X, y, C), fn(X2, y, C)
+            diff = sum(np.sum((np.triu(a[k] - b[k]) if k == "gram" else a[k] - b[k]) ** 2) for k in a)
+            worst[name] = max(worst[name], float(np.sqrt(diff)))
+    assert worst["fed_ncm"] <= 2.0 + 1e-9 and worst["fed_ridge"] <= np.sqrt(4.5) + 1e-9
+
+
+def test_dp_statistics_are_clipped_noised_from_the_key_and_calibrated():
+    from fedsim.anonymizers.noise import analytic_gaussian_sigma
+
+    X, y = _data()
+    X = X * 3  # norms well above clip_norm
+    exact = ncm_statistics(X / np.linalg.norm(X, axis=1, keepdims=True), y, C)
+    z = analytic_gaussian_sigma(2.0, 1e-5, 1.0)
+    noisy = [AGGREGATES.create("fed_ncm", epsilon=2.0, key=k).client_statistics(X, y, X[:5], C, seed=7)[0]
+             for k in (1, 1, 2)]
+    assert np.array_equal(noisy[0]["sums"], noisy[1]["sums"])  # seeded by (key, seed)
+    assert not np.array_equal(noisy[0]["sums"], noisy[2]["sums"])  # the server, without the key, cannot redo it
+    assert np.array_equal(noisy[0]["counts"], exact["counts"])  # labels are public, counts exact
+    resid = noisy[0]["sums"] - exact["sums"]
+    assert resid.std() == pytest.approx(2.0 * z, rel=0.15)  # sigma = z x sensitivity x clip_norm
+    assert AGGREGATES.create("fed_ncm", epsilon=2.0).noise_multiplier() == pytest.approx(z)
+    with pytest.raises(ValueError, match="federation key"):
+        AGGREGATES.create("fed_ncm", epsilon=2.0).client_statistics(X, y, X[:5], C, seed=7)
+    ridge = AGGREGATES.create("fed_ridge", epsilon=2.0, lam="auto", key=1)
+    stats, queries = ridge.client_statistics(X, y, X[:5], C, seed=7)
+    gram = stats["gram"]
+    assert np.array_equal(gram, gram.T) and (np.diag(gram) >= 0).all()
+    assert np.linalg.norm(queries, axis=1).max() <= 1.0 + 1e-6  # queries clipped like the records
+    SumsReply(0, len(y), 5, C, stats["counts"], stats).validate(Limits(max_rows=10**6, num_classes=C), ridge.statistic_names())
+    model, info = ridge.fit(sum_statistics([stats]))
+    assert info["epsilon"] == 2.0 and info["sensitivity"] == 3.0 and model.score(X[:200] / 3, y[:200]) > 0.5
+
+
 def _reply(stats: dict[str, np.ndarray], hist: np.ndarray) -> SumsReply:
     return SumsReply(partition_id=0, n_train=int(hist.sum()), n_query=3, num_classes=C, label_histogram=hist,
                      stats=stats)
@@ -194,6 +246,19 @@ def test_scenario_lists_flows_and_checks_aggregate_parameters():
         strategy_names(load_scenario(None, ['federation.strategy=["online", "fed_ncm"]', "online.rounds=2"]))
 
 
+
+def test_aggregate_parameters_sweep_like_anonymizers_but_lam_grid_is_one_value():
+    from fedsim.strategies import FedNCMStrategy, FedRidgeStrategy
+
+    sc = load_scenario(None, ['aggregates.fed_ncm.epsilon=["off", 1.0, 8.0]', "aggregates.fed_ridge.lam_grid=[0.1, 1.0]"])
+    assert [p["epsilon"] for _, p, _, _ in FedNCMStrategy.plan(sc)] == ["off", 1.0, 8.0]
+    assert [p["lam_grid"] for _, p, _, _ in FedRidgeStrategy.plan(sc)] == [[0.1, 1.0]]
+    sc = load_scenario(None, ["aggregates.fed_ridge.lam_grid=[[0.1], [1.0, 10.0]]"])
+    assert [p["lam_grid"] for _, p, _, _ in FedRidgeStrategy.plan(sc)] == [[0.1], [1.0, 10.0]]
+    with pytest.raises(ScenarioError, match=r"aggregates.fed_ncm: epsilon must be a number in \(0, inf\)"):
+        load_scenario(None, ['aggregates.fed_ncm.epsilon=[1.0, -2.0]'])
+
+
 # ------------------------------------------------------------------------------ end to end
 SCENARIO = """
 name = "fedagg"
@@ -226,7 +291,7 @@ def _run(tmp: Path, *overrides: str) -> tuple[dict, Path, object]:
 
 @pytest.fixture(scope="module")
 def iid_run(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("iid"), "aggregates.fed_ridge.lam=2.0")
+    return _run(tmp_path_factory.mktemp("iid"), "aggregates.fed_ridge.lam=2.0", 'aggregates.fed_ncm.epsilon=["off", 4.0]')
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +301,8 @@ def dirichlet_run(tmp_path_factory):
 
 
 def _by_method(results: dict) -> dict[str, dict]:
-    return {r["method"]: r for r in results["releases"]}
+    """Configurations by method; a DP one (``epsilon`` set) as ``<method>+dp``."""
+    return {r["method"] + ("+dp" if r["params"].get("epsilon", "off") != "off" else ""): r for r in results["releases"]}
 
 
 def _pooled(scenario) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -251,8 +317,9 @@ def _pooled(scenario) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndar
 def _check_common(results: dict) -> dict[str, dict]:
     assert results["num_failed"] == 0
     by = _by_method(results)
-    assert [r["method"] for r in results["releases"]] == ["none", "fed_ncm", "fed_ridge"]
-    assert [r["index"] for r in results["releases"]] == [0, 1, 2]
+    plain = [r["method"] for r in results["releases"] if r["params"].get("epsilon", "off") == "off"]
+    assert plain == ["none", "fed_ncm", "fed_ridge"]
+    assert [r["index"] for r in results["releases"]] == list(range(len(results["releases"])))
     n_query = sum(c["n_query"] for c in results["clients"])
     for name, clf in (("fed_ncm", "ncm"), ("fed_ridge", "ridge")):
         entry = by[name]
@@ -277,7 +344,8 @@ def test_iid_run_fed_ncm_and_fed_ridge_equal_the_pooled_models(iid_run):
             by["none"]["clients"][pid]["accuracy"]["ncm"], abs=1e-12)
     # what the server received sums to the pooled statistics
     _, X, y, _, _ = _pooled(scenario)
-    for name, stats in ((1, ncm_statistics(X, y, 10)), (2, ridge_statistics(X, y, 10))):
+    for name, stats in ((by["fed_ncm"]["index"], ncm_statistics(X, y, 10)),
+                        (by["fed_ridge"]["index"], ridge_statistics(X, y, 10))):
         got = [np.load(f) for f in sorted((run_dir / "received" / f"sums-{name}-0").glob("client-*.npz"))]
         assert len(got) == 4
         total = sum_statistics({k: g[f"sums.{k}"] for k in stats} for g in got)
@@ -292,7 +360,7 @@ def test_the_server_receives_statistics_never_records(iid_run):
     allowed = {"sums.sums": [10, d], "sums.counts": [10], "sums.label_histogram": [10],
                "sums.gram": [d, d], "sums.xty": [d, 10]}
     sums = [r for r in audit if r["phase"] == "sums"]
-    assert {r["direction"] for r in sums} == {"server->client", "client->server"} and len(sums) == 16
+    assert {r["direction"] for r in sums} == {"server->client", "client->server"} and len(sums) == 24
     for r in sums:
         if r["direction"] == "client->server":
             assert r["client"] in range(4)
@@ -303,13 +371,32 @@ def test_the_server_receives_statistics_never_records(iid_run):
     # and the queries never travel in the aggregate flows: the model goes to the clients
     shipped = {(r["index"], a["name"], tuple(a["shape"])) for r in audit if r["direction"] == "server->client"
                and r["index"] > 0 for a in r["arrays"]}
-    assert {(i, n) for i, n, _ in shipped} == {(1, "classifier.ncm.classes"), (1, "classifier.ncm.class_count"),
-                                                (1, "classifier.ncm.sums"), (2, "classifier.ridge.classes"),
-                                                (2, "classifier.ridge.class_count"), (2, "classifier.ridge.coef")}
+    ncm = {"classifier.ncm.classes", "classifier.ncm.class_count", "classifier.ncm.sums"}
+    ridge = {"classifier.ridge.classes", "classifier.ridge.class_count", "classifier.ridge.coef"}
+    assert {(i, n) for i, n, _ in shipped} == {(i, n) for i in (1, 2) for n in ncm} | {(3, n) for n in ridge}
     back = [a["name"] for r in audit if r["direction"] == "client->server" and r["index"] > 0 for a in r["arrays"]]
     assert not [n for n in back if "x_" in n or "query" in n]
     traffic = results["traffic"]["clients"]["0"]["messages"]
     assert {m["phase"] for m in traffic if m["index"] > 0} == {"sums", "evaluate"}
+
+
+def test_dp_statistics_end_to_end_epsilon_in_results_and_noise_visible(iid_run):
+    results, run_dir, scenario = iid_run
+    by = _by_method(results)
+    dp = by["fed_ncm+dp"]
+    assert dp["dp"]["epsilon"] == pytest.approx(4.0, rel=1e-3) and set(dp["dp"]["clients"]) == {"0", "1", "2", "3"}
+    assert dp["aggregate"]["epsilon"] == 4.0 and dp["aggregate"]["sensitivity"] == 2.0
+    assert "dp" not in by["fed_ncm"]  # no noise, no guarantee
+    # the sums the server received are the clipped sums plus noise of the calibrated scale
+    _, X, y, _, _ = _pooled(scenario)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1.0)
+    got = [np.load(f) for f in sorted((run_dir / "received" / f"sums-{dp['index']}-0").glob("client-*.npz"))]
+    total = sum_statistics({k: g[f"sums.{k}"] for k in ("sums", "counts")} for g in got)
+    exact = ncm_statistics(X, y, 10)
+    assert np.array_equal(total["counts"], exact["counts"])
+    sigma = dp["aggregate"]["noise_multiplier"] * 2.0 * np.sqrt(4)  # 4 clients' noise
+    assert (total["sums"] - exact["sums"]).std() == pytest.approx(sigma, rel=0.2)
+    assert dp["accuracy"]["ncm"] > 0.5 * by["fed_ncm"]["accuracy"]["ncm"]
 
 
 @pytest.mark.slow  # a second Ray run; the IID run keeps the flows in the default suite

@@ -15,6 +15,19 @@ them).
   ``random_features = D`` maps every embedding through random Fourier features drawn from
   the federation key first (fedsim.classifiers.features): the server, which never holds
   the key, can neither map a query nor invert a feature.
+
+Differential privacy (``epsilon`` set): each client clips its records to L2 norm
+``clip_norm`` and adds Gaussian noise to its statistics before they leave it -- local
+(epsilon, delta)-DP per record, whoever aggregates (the server alone, or SecAgg+).  The
+neighbouring relation is ``dp_gaussian``'s: one record's embedding replaced by any other
+(labels are public, so counts stay exact), which makes the epsilons comparable.  The L2
+sensitivity of the statistics, in units of the norm bound B (sums / B, X^T Y / B,
+X^T X / B^2), is 2 for fed_ncm (x - x' in one row), sqrt(4.5) for fed_ridge (X^T X and
+X^T Y together: 2 - 2t^2 + 2 - 2t, t = <x, x'> / B^2, is at most 4.5 at t = -1/2) and 3
+with ``lam = "auto"`` (a held-out record is in both the full and the held-out statistics).
+The noise multiplier is the analytic Gaussian mechanism's for (epsilon, delta), the one
+``dp_gaussian`` uses, so the accountant composes both alike; the noise is drawn from the
+federation key (the server, which knows the scenario seed, cannot regenerate it).
 """
 
 from __future__ import annotations
@@ -25,11 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from fedsim.anonymizers.noise import analytic_gaussian_sigma
 from fedsim.classifiers.base import Classifier, check_int, check_number
 from fedsim.classifiers.features import RandomFourierFeatures
 from fedsim.classifiers.ncm import NCMClassifier
 from fedsim.classifiers.ridge import RidgeClassifier
-from fedsim.classifiers.sufficient import ncm_statistics, ridge_statistics
+from fedsim.classifiers.sufficient import clip_rows, gaussian_noise, ncm_statistics, ridge_statistics
 from fedsim.registry import Registry
 from fedsim.seeding import derive_seed
 
@@ -46,18 +60,54 @@ class AggregateMethod:
     ``needs_key``); the server builds the same object without it."""
 
     classifier = ""
+    #: parameters whose value is a list (a list of lists sweeps them)
+    list_valued: tuple[str, ...] = ()
 
-    def __init__(self, key: int | None = None) -> None:
+    def __init__(self, key: int | None = None, epsilon: float | str | None = None, delta: float = 1e-5,
+                 clip_norm: float = 1.0) -> None:
         self.key = key
+        # "off" (or no epsilon): no noise -- lets one sweep compare with and without DP
+        self.epsilon = None if epsilon in (None, "off") else check_number("epsilon", epsilon, 0.0, low_open=True)
+        self.delta = check_number("delta", delta, 0.0, 1.0, low_open=True)
+        if self.delta == 1.0:
+            raise ValueError("delta must be a number in (0, 1), got 1.0")
+        self.clip_norm = check_number("clip_norm", clip_norm, 0.0, low_open=True)
 
     @property
     def needs_key(self) -> bool:
-        return False
+        return self.epsilon is not None  # the noise is drawn from it
 
     def norm_bound(self, max_norm: float) -> float:
         """The largest L2 norm of a vector the statistics sum, given the public bound
-        ``max_norm`` on an embedding's (secure aggregation scales the statistics by it)."""
-        return max_norm
+        ``max_norm`` on an embedding's (secure aggregation scales the statistics by it);
+        with differential privacy the records are clipped to ``clip_norm`` first."""
+        return min(max_norm, self.clip_norm) if self.epsilon is not None else max_norm
+
+    def sensitivity(self) -> float:
+        """L2 sensitivity of the statistics to one record's embedding, in units of the norm bound."""
+        raise NotImplementedError
+
+    def noise_multiplier(self) -> float | None:
+        """Noise standard deviation over L2 sensitivity (None without differential privacy)."""
+        return None if self.epsilon is None else analytic_gaussian_sigma(self.epsilon, self.delta, 1.0)
+
+    def dp_info(self) -> dict[str, float]:
+        if self.epsilon is None:
+            return {}
+        return {"epsilon": self.epsilon, "delta": self.delta, "clip_norm": self.clip_norm,
+                "noise_multiplier": self.noise_multiplier(), "sensitivity": self.sensitivity()}
+
+    def _clip(self, x: np.ndarray) -> np.ndarray:
+        return clip_rows(x, self.clip_norm) if self.epsilon is not None else x
+
+    def _privatise(self, stats: dict[str, np.ndarray], norm: float, seed: int) -> dict[str, np.ndarray]:
+        """The statistics as they may leave the client: noised when ``epsilon`` is set."""
+        if self.epsilon is None:
+            return stats
+        if self.key is None:
+            raise ValueError(f"{type(self).__name__} with epsilon needs the federation key (the noise is drawn from it)")
+        rng = np.random.default_rng(derive_seed(self.key, "dp-statistics", seed))
+        return gaussian_noise(stats, self.noise_multiplier() * self.sensitivity(), norm, rng)
 
     def statistic_names(self) -> tuple[str, ...]:
         """The statistics a client sends (their shapes: fedsim.protocol.STATISTIC_SHAPES)."""
@@ -83,20 +133,25 @@ class FedNCM(AggregateMethod):
 
     classifier = "ncm"
 
-    def __init__(self, metric: str = "cosine", temperature: float = 0.1, key: int | None = None) -> None:
-        super().__init__(key)
+    def __init__(self, metric: str = "cosine", temperature: float = 0.1, key: int | None = None,
+                 epsilon: float | str | None = None, delta: float = 1e-5, clip_norm: float = 1.0) -> None:
+        super().__init__(key, epsilon, delta, clip_norm)
         self.params = {"metric": metric, "temperature": temperature}
         NCMClassifier(**self.params)  # checks them
 
     def statistic_names(self) -> tuple[str, ...]:
         return ("sums", "counts")
 
+    def sensitivity(self) -> float:
+        return 2.0
+
     def client_statistics(self, X: np.ndarray, y: np.ndarray, Q: np.ndarray, num_classes: int, seed: int
                           ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        return ncm_statistics(X, y, num_classes), Q
+        stats = ncm_statistics(X, y, num_classes, self._clip if self.epsilon is not None else None)
+        return self._privatise(stats, self.clip_norm, seed), Q
 
     def fit(self, total: dict[str, np.ndarray]) -> tuple[Classifier, dict[str, Any]]:
-        info = {"n_records": int(total["counts"].sum()), "n_features": int(total["sums"].shape[1])}
+        info = {"n_records": int(total["counts"].sum()), "n_features": int(total["sums"].shape[1]), **self.dp_info()}
         return NCMClassifier.from_statistics(total, **self.params), info
 
     def model(self) -> Classifier:
@@ -137,11 +192,13 @@ class FedRidge(AggregateMethod):
     Fourier features of bandwidth ``rf_gamma`` (on L2-normalised embeddings) first."""
 
     classifier = "ridge"
+    list_valued = ("lam_grid",)
 
     def __init__(self, lam: float | str = 1.0, val_fraction: float = 0.2,
                  lam_grid: list[float] | tuple[float, ...] = DEFAULT_LAM_GRID, random_features: int = 0,
-                 rf_gamma: float = 1.0, key: int | None = None) -> None:
-        super().__init__(key)
+                 rf_gamma: float = 1.0, key: int | None = None, epsilon: float | str | None = None,
+                 delta: float = 1e-5, clip_norm: float = 1.0) -> None:
+        super().__init__(key, epsilon, delta, clip_norm)
         if lam != "auto":
             ok = not isinstance(lam, bool) and isinstance(lam, numbers.Real) and math.isfinite(lam) and lam > 0
             if not ok:
@@ -158,11 +215,14 @@ class FedRidge(AggregateMethod):
 
     @property
     def needs_key(self) -> bool:
-        return self.random_features > 0
+        return self.random_features > 0 or super().needs_key
 
     def norm_bound(self, max_norm: float) -> float:
         """Random Fourier features have norm <= sqrt(2) whatever the embedding (sqrt(2/D) cos)."""
-        return math.sqrt(2.0) if self.random_features else max_norm
+        return math.sqrt(2.0) if self.random_features else super().norm_bound(max_norm)
+
+    def sensitivity(self) -> float:
+        return 3.0 if self.lam == "auto" else math.sqrt(4.5)
 
     def feature_map(self, dim: int) -> RandomFourierFeatures | None:
         """The clients' shared random-features map (None when ``random_features = 0``)."""
@@ -180,20 +240,21 @@ class FedRidge(AggregateMethod):
     def client_statistics(self, X: np.ndarray, y: np.ndarray, Q: np.ndarray, num_classes: int, seed: int
                           ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         fmap = self.feature_map(np.shape(X)[1])
-        transform = fmap.transform if fmap is not None else None
+        # random features have norm <= sqrt(2) already; without them DP clips the embeddings
+        transform = fmap.transform if fmap is not None else (self._clip if self.epsilon is not None else None)
         stats = ridge_statistics(X, y, num_classes, transform)
         if self.lam == "auto":
             idx = held_out(len(y), self.val_fraction, seed)
             val = ridge_statistics(np.asarray(X)[idx], np.asarray(y)[idx], num_classes, transform)
             stats.update({HELD_OUT + k: v for k, v in val.items()})
         queries = np.asarray(transform(Q) if transform is not None else Q, np.float32)
-        return stats, queries
+        return self._privatise(stats, self.norm_bound(self.clip_norm), seed), queries
 
     def fit(self, total: dict[str, np.ndarray]) -> tuple[Classifier, dict[str, Any]]:
         names = ("gram", "xty", "counts")
         full = {k: total[k] for k in names}
         info: dict[str, Any] = {"n_records": int(full["counts"].sum()), "n_features": int(full["gram"].shape[0]),
-                                "random_features": self.random_features}
+                                "random_features": self.random_features, **self.dp_info()}
         lam = self.lam
         if lam == "auto":
             val = {k: total[HELD_OUT + k] for k in names}

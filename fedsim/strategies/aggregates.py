@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 
 from fedsim.classifiers.federated import AGGREGATES
 from fedsim.classifiers.sufficient import sum_statistics
-from fedsim.config import Scenario
+from fedsim.config import Scenario, sweep
 from fedsim.labels import config_label
 from fedsim.protocol import SecureEncoding, SumsReply
 from fedsim.strategies.base import ClientOutcome
@@ -44,8 +44,8 @@ class AggregateStrategy(OneShotStrategy):
 
     @classmethod
     def plan(cls, scenario: Scenario) -> list[tuple[str, dict[str, Any], str, dict[str, Any]]]:
-        params = dict(scenario.aggregates.get(cls.name, {}))
-        return [(cls.name, params, config_label(cls.name, params), {})]
+        params = scenario.aggregates.get(cls.name, {})
+        return [(cls.name, p, config_label(cls.name, p), {}) for p in sweep(params, AGGREGATES.get(cls.name).list_valued)]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

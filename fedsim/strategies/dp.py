@@ -1,5 +1,6 @@
-"""The privacy accountant's figures for a run: epsilon of every ``dp_gaussian`` release,
-per client, alone and composed over the run (fedsim.privacy.accountant).
+"""The privacy accountant's figures for a run: epsilon of every ``dp_gaussian`` release and
+of every aggregate flow's noised statistics (``[aggregates.<name>] epsilon``), per client,
+alone and composed over the run (fedsim.privacy.accountant).
 
 The mechanism and its scale are public (the scenario), so the server computes these from
 the configurations and from who took part -- the same figures a client would.
@@ -19,10 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 from fedsim import anonymizers
+from fedsim.classifiers.federated import AGGREGATES
 from fedsim.privacy.accountant import composed_epsilon
 
 
 def noise_multiplier(method: str, params: dict[str, Any]) -> float | None:
+    """The configuration's Gaussian noise multiplier per record (None: no formal guarantee):
+    a ``dp_gaussian`` release, or an aggregate flow's statistics with ``epsilon`` set."""
+    if method in AGGREGATES:
+        return AGGREGATES.create(method, **params).noise_multiplier()
     if method not in anonymizers.REGISTRY:
         return None
     return anonymizers.create(method, **params).noise_multiplier()
