@@ -189,6 +189,17 @@ def test_dp_statistics_are_clipped_noised_from_the_key_and_calibrated():
     assert info["epsilon"] == 2.0 and info["sensitivity"] == 3.0 and model.score(X[:200] / 3, y[:200]) > 0.5
 
 
+def test_noised_gram_is_projected_before_the_penalty_is_chosen():
+    from fedsim.classifiers.federated import nearest_psd
+
+    gen = np.random.default_rng(0)
+    A = gen.normal(size=(30, 8))
+    G = A.T @ A
+    assert np.allclose(nearest_psd(G), G)  # PSD already: unchanged
+    noisy = G + np.triu(gen.normal(size=(8, 8)) * 50) + np.triu(gen.normal(size=(8, 8)) * 50, 1).T
+    assert np.linalg.eigvalsh(noisy).min() < 0 and np.linalg.eigvalsh(nearest_psd(noisy)).min() > -1e-9
+
+
 def _reply(stats: dict[str, np.ndarray], hist: np.ndarray) -> SumsReply:
     return SumsReply(partition_id=0, n_train=int(hist.sum()), n_query=3, num_classes=C, label_histogram=hist,
                      stats=stats)

@@ -50,7 +50,8 @@ from fedsim.seeding import derive_seed
 #: prefix of the statistics of the held-out share (fed_ridge, lam = "auto")
 HELD_OUT = "val."
 #: fed_ridge's lam = "auto" candidates, as ratios of tr(X^T X) / d (the Gram matrix's mean eigenvalue)
-DEFAULT_LAM_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+#: (the large ratios are for noised statistics: the noise's spectrum must be dominated)
+DEFAULT_LAM_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
 class AggregateMethod:
@@ -163,6 +164,14 @@ def held_out(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:round(fraction * n)])
 
 
+def nearest_psd(gram: np.ndarray) -> np.ndarray:
+    """The positive semi-definite matrix nearest ``gram`` (negative eigenvalues set to 0):
+    noised Gram matrices are indefinite, and an indefinite held-out Gram makes the held-out
+    error of weak penalties look small (post-processing: no privacy cost)."""
+    s, V = np.linalg.eigh((gram + gram.T) / 2)
+    return (V * np.maximum(s, 0.0)) @ V.T
+
+
 def _scale(gram: np.ndarray) -> float:
     """tr(G) / d, the mean eigenvalue: what makes a ratio a penalty in the data's units."""
     scale = float(np.trace(gram)) / len(gram)
@@ -253,16 +262,22 @@ class FedRidge(AggregateMethod):
     def fit(self, total: dict[str, np.ndarray]) -> tuple[Classifier, dict[str, Any]]:
         names = ("gram", "xty", "counts")
         full = {k: total[k] for k in names}
+        noised = self.epsilon is not None
         info: dict[str, Any] = {"n_records": int(full["counts"].sum()), "n_features": int(full["gram"].shape[0]),
                                 "random_features": self.random_features, **self.dp_info()}
         lam = self.lam
         if lam == "auto":
             val = {k: total[HELD_OUT + k] for k in names}
-            ratio, errors = select_lambda({k: full[k] - val[k] for k in names}, val, self.lam_grid)
+            fit = {k: full[k] - val[k] for k in names}
+            if noised:
+                fit["gram"], val = nearest_psd(fit["gram"]), {**val, "gram": nearest_psd(val["gram"])}
+            ratio, errors = select_lambda(fit, val, self.lam_grid)
             lam = ratio * _scale(full["gram"])
             info.update({"lam_ratio": ratio, "validation_mse": {f"{r:g}": e for r, e in errors.items()},
                          "n_validation": int(val["counts"].sum())})
         info["lam"] = float(lam)
+        if noised:
+            full["gram"] = nearest_psd(full["gram"])
         return RidgeClassifier.from_statistics(full, lam=lam), info
 
     def model(self) -> Classifier:
