@@ -117,7 +117,7 @@ class Extractor:
 SHIPPED = {"compact_cnn": "extractors/weights/compact_cnn-cifar10.pt"}
 
 REGISTRY: Registry[ModelSpec] = Registry("extractor")
-REGISTRY.register("compact_cnn")(lambda: ModelSpec(build=lambda c: CompactNet(c), embedding_dim=256))
+REGISTRY.register("compact_cnn")(lambda: ModelSpec(build=lambda c, **opts: CompactNet(c, **opts), embedding_dim=256))
 REGISTRY.register("simple_convnet")(lambda: ModelSpec(build=lambda c: SimpleConvNet(c), embedding_dim=768))
 REGISTRY.register("resnet18_custom")(lambda: ModelSpec(build=lambda c: CifarResNet18(c), embedding_dim=768))
 
@@ -203,15 +203,19 @@ def validate(name: str, params: dict[str, Any]) -> None:
     resolve_weights(name, params.get("weights", "random"), bool(params.get("download", False)))
 
 
-def _checkpoint_classes(path: Path | None) -> int | None:
+def _checkpoint_meta(path: Path | None) -> tuple[int | None, dict[str, Any]]:
+    """(num_classes, model_options) recorded in a fedsim checkpoint; (None, {}) otherwise."""
     if path is None or path.suffix not in (".pt", ".pth"):
-        return None
+        return None, {}
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a torch file we can peek into: load_weights reports it
-        return None
-    n = payload.get("num_classes") if isinstance(payload, dict) else None
-    return int(n) if isinstance(n, int) else None
+        return None, {}
+    if not isinstance(payload, dict):
+        return None, {}
+    n = payload.get("num_classes")
+    options = payload.get("model_options")
+    return (int(n) if isinstance(n, int) else None), (dict(options) if isinstance(options, dict) else {})
 
 
 def create(
@@ -225,13 +229,19 @@ def create(
     path = resolve_weights(name, weights, download)
     spec = REGISTRY.create(name)
     # A trained fedsim checkpoint keeps its own head size: downstream only embed() is used,
-    # so CIFAR-10 weights serve as an extractor for any data set.
-    num_classes = _checkpoint_classes(path) or num_classes
+    # so CIFAR-10 weights serve as an extractor for any data set.  Its model_options (e.g.
+    # compact_cnn's whitening stem) rebuild the architecture it was trained with; files
+    # without them (the first shipped weights, bare state_dicts) get the default one.
+    ck_classes, options = _checkpoint_meta(path) if str(weights) != "random" else (None, {})
+    num_classes = ck_classes or num_classes
     # Seeded even when weights are loaded: parts a released file lacks (a new classifier
     # head) are then reproducible too.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = spec.build(num_classes)
+        try:
+            model = spec.build(num_classes, **options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: model_options {options} do not fit extractor {name!r} ({err})") from None
     if str(weights) == "random":
         weights_id = f"random-{seed}"
     else:

@@ -68,6 +68,7 @@ def export_weights(payload: dict[str, Any], path: str | Path, half: bool = True)
         "model": state,
         "arch": payload.get("arch"),
         "num_classes": payload.get("num_classes"),
+        "model_options": payload.get("model_options", {}),
         "config": payload.get("config", {}),
         "metrics": payload.get("metrics", {}),
         "weights_sha256": digest,

@@ -1,5 +1,9 @@
 """``fedsim evaluate-extractor``: softmax test accuracy and k-NN accuracy of a zoo model,
-plus the embedding and kNN-sample figures (centralised, outside any federation)."""
+plus the embedding and kNN-sample figures (centralised, outside any federation).
+
+``test_accuracy`` is the flip-TTA figure (image + mirror image); ``test_accuracy_no_tta``
+the plain one and ``test_accuracy_multicrop`` airbench's 6-view TTA (flip x one-pixel
+translations).  The k-NN figure always uses the plain ``embed()`` vectors."""
 
 from __future__ import annotations
 
@@ -25,11 +29,15 @@ log = logging.getLogger(__name__)
 
 @torch.inference_mode()
 def softmax_accuracy(model: torch.nn.Module, dataset: Any, batch_size: int, num_workers: int,
-                     device: torch.device, precision: str) -> tuple[float, float]:
-    """(plain, flip-TTA) top-1 accuracy of the model's own classification head."""
+                     device: torch.device, precision: str, multicrop: bool = False) -> tuple[float, ...]:
+    """(plain, flip-TTA) top-1 accuracy of the model's own classification head, and with
+    ``multicrop`` a third figure: airbench's 6-view TTA (flip x one-pixel translations,
+    ``fedsim.extractors.train.tta_logits``)."""
+    from fedsim.extractors.train import tta_logits
+
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     model = model.to(device).eval()
-    plain = tta = n = 0
+    plain = tta = crops = n = 0
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for x, y in progress_bar(loader, desc="test accuracy", disable=False):
             x = x.to(device).contiguous(memory_format=torch.channels_last)
@@ -37,8 +45,10 @@ def softmax_accuracy(model: torch.nn.Module, dataset: Any, batch_size: int, num_
             logits = model(x).float()
             plain += int((logits.argmax(1) == y).sum())
             tta += int(((logits + model(x.flip(3)).float()).argmax(1) == y).sum())
+            if multicrop:
+                crops += int((tta_logits(model, x, "multicrop").argmax(1) == y).sum())
             n += len(y)
-    return plain / n, tta / n
+    return (plain / n, tta / n, crops / n) if multicrop else (plain / n, tta / n)
 
 
 def make_figures(
@@ -102,11 +112,11 @@ def evaluate_extractor(
         log.info("embeddings reused from the cache (%s)", store.root)
     knn = KNNClassifier(k=k, metric=metric).fit(train_emb, train_ds.targets)
     knn_acc = knn.score(test_emb, test_ds.targets)
-    plain, tta = softmax_accuracy(ex.model, test_ds, batch_size, num_workers, dev, precision)
+    plain, tta, crops = softmax_accuracy(ex.model, test_ds, batch_size, num_workers, dev, precision, multicrop=True)
     result = {
         "model": model, "weights_id": ex.weights_id, "dataset": dataset,
         "n_train": len(train_ds), "n_test": len(test_ds), "precision": precision,
-        "test_accuracy": tta, "tta": "flip", "test_accuracy_no_tta": plain,
+        "test_accuracy": tta, "tta": "flip", "test_accuracy_no_tta": plain, "test_accuracy_multicrop": crops,
         "knn_accuracy": knn_acc, "k": k, "metric": metric,
         "embedding_dim": ex.embedding_dim, "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -7,16 +7,55 @@ import torch
 from torch import nn
 
 
-def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
+def conv_bn(c_in: int, c_out: int, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out, bn_eps, bn_momentum), nn.GELU()]
+
+
+def patch_whitening(images: torch.Tensor, kernel_size: int = 2, eps: float = 5e-4,
+                    chunk: int = 1000) -> torch.Tensor:
+    """Filters that whiten the ``kernel_size`` x ``kernel_size`` patches of ``images``.
+
+    ``images`` are normalised float images (N x C x H x W).  The (uncentred) second-moment
+    matrix of all C*k*k-dim patches is accumulated in float64; its eigenvectors scaled by
+    ``1/sqrt(eigenvalue + eps)`` map patches to components of (near) unit variance.  Returns
+    the C*k*k filters (largest eigenvalue first) as a ``(C*k*k, C, k, k)`` conv weight.
+    """
+    c = images.shape[1]
+    d = c * kernel_size * kernel_size
+    second = torch.zeros(d, d, dtype=torch.float64)
+    count = 0
+    for start in range(0, len(images), chunk):
+        patches = nn.functional.unfold(images[start : start + chunk].float(), kernel_size)  # n, d, L
+        patches = patches.transpose(1, 2).reshape(-1, d).double()
+        second += patches.T @ patches
+        count += len(patches)
+    eigenvalues, eigenvectors = torch.linalg.eigh(second / count)
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
+    filters = eigenvectors.T / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]
+    return filters.float().reshape(d, c, kernel_size, kernel_size)
 
 
 class CompactNet(nn.Module):
     """fedsim's compact CIFAR network (~2M parameters, 256-d embedding).
 
-    A VGG-style stack in the spirit of fast CIFAR training recipes: a 3x3 stem and three
-    stages of (conv, max-pool, BN, GELU, conv, BN, GELU) at 32/16/8/4 pixels, then global
-    max pooling.  The embedding is the pooled 256-d vector, before the linear head.
+    A VGG-style stack in the spirit of fast CIFAR training recipes: a stem and three stages
+    of (conv, max-pool, BN, GELU, conv, BN, GELU), then global max pooling.  The embedding
+    is the pooled 256-d vector, before the linear head.
+
+    Two stems (``stem``):
+
+    * ``"conv"`` (the default, and the layout of the first shipped weights): 3x3 conv to 32
+      channels + BN + GELU, stages at 32/16/8/4 pixels;
+    * ``"whiten"`` (airbench-style, Jordan 2024): a frozen 2x2 conv (no padding) whose
+      12 filters whiten the training images' 2x2 patches, stacked with their negatives
+      (24 channels, a learnable bias), then GELU; stages at 31/15/7/3 pixels.  The filters
+      are computed from training data by :meth:`init_whitening` and stored in the
+      ``state_dict`` (``features.0.weight``) like any weight.
+
+    Training-time options: ``dirac`` initialises every 3x3 conv as (partial) identity (the
+    first ``c_in`` filters pass their input channel through); ``bn_weight=False`` freezes
+    the BatchNorm scales at 1 (only the shifts learn).  ``bn_eps`` and ``logit_scale``
+    also act at inference, so checkpoints carry them (``model_options``).
     """
 
     embedding_dim = 256
@@ -24,21 +63,55 @@ class CompactNet(nn.Module):
     #: high-learning-rate SGD steps blow the logits up (fast CIFAR recipes scale likewise).
     logit_scale = 0.125
 
-    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256)) -> None:
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256), stem: str = "conv",
+                 dirac: bool = False, bn_weight: bool = True, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
+                 logit_scale: float = 0.125) -> None:
         super().__init__()
+        if stem not in ("conv", "whiten"):
+            raise ValueError(f"stem must be conv or whiten, got {stem!r}")
         w1, w2, w3 = widths
-        layers: list[nn.Module] = [*conv_bn(3, 32)]
-        for c_in, c_out in ((32, w1), (w1, w2), (w2, w3)):
+        self.stem = stem
+        self.logit_scale = logit_scale
+        if stem == "conv":
+            layers: list[nn.Module] = [*conv_bn(3, 32, bn_eps, bn_momentum)]
+            c0 = 32
+        else:
+            whiten = nn.Conv2d(3, 24, 2, bias=True)
+            nn.init.zeros_(whiten.weight)
+            nn.init.zeros_(whiten.bias)
+            whiten.weight.requires_grad_(False)
+            layers = [whiten, nn.GELU()]
+            c0 = 24
+        for c_in, c_out in ((c0, w1), (w1, w2), (w2, w3)):
             layers += [
                 nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
                 nn.MaxPool2d(2),
-                nn.BatchNorm2d(c_out),
+                nn.BatchNorm2d(c_out, bn_eps, bn_momentum),
                 nn.GELU(),
-                *conv_bn(c_out, c_out),
+                *conv_bn(c_out, c_out, bn_eps, bn_momentum),
             ]
         self.features = nn.Sequential(*layers)
         self.embedding_dim = w3
         self.head = nn.Linear(w3, num_classes, bias=False)
+        for m in self.features:
+            if dirac and isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+                with torch.no_grad():
+                    nn.init.dirac_(m.weight[: min(m.in_channels, m.out_channels)])
+            if not bn_weight and isinstance(m, nn.BatchNorm2d):
+                m.weight.requires_grad_(False)
+
+    @property
+    def whiten(self) -> nn.Conv2d | None:
+        """The frozen whitening conv (``stem="whiten"``), else None."""
+        return self.features[0] if self.stem == "whiten" else None
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the whitening filters from normalised training images (N x 3 x H x W)."""
+        if self.whiten is None:
+            raise ValueError("init_whitening needs stem='whiten'")
+        filters = patch_whitening(images.cpu(), 2, eps)
+        self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).amax(dim=(2, 3))
