@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_knn.py
 	$(BIN)/python benchmarks/bench_client_memory.py
 	$(BIN)/python benchmarks/bench_federation.py
+	$(BIN)/python benchmarks/bench_clientapp_startup.py
 
 clean-runs:
 	rm -rf runs

@@ -18,7 +18,6 @@ class UsageError(ValueError):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.config import load_scenario
-    from fedsim.report import format_online, format_releases, format_summary
     from fedsim.simulation import run_scenario
 
     overrides = list(args.set) + (["audit.messages=true"] if args.audit else [])
@@ -39,6 +38,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"fedsim: run stopped: {err} (completed configurations are in the -failed run folder)",
               file=sys.stderr)
         return 1
+    return _print_run(run_dir)
+
+
+def _print_run(run_dir: Path) -> int:
+    """The summary tables of a finished run; exit status 1 when a client failed."""
+    from fedsim.report import format_online, format_releases, format_summary
+
     results = json.loads((run_dir / "results.json").read_text())
     print(format_summary(results))
     if results.get("online"):
@@ -50,6 +56,80 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(format_releases(results))
     print(f"\nresults: {run_dir / 'results.json'}")
     return 0 if results["num_failed"] == 0 else 1
+
+
+def _node_config_arg(text: str | None) -> dict:
+    """``--node-config`` parsed exactly as flower-supernode parses it (TOML values, or a .toml file)."""
+    if not text:
+        return {}
+    from flwr.common.config import parse_config_args
+
+    try:
+        return dict(parse_config_args([text]))
+    except Exception as err:  # click's exception or a TOML error: one line either way
+        raise UsageError(f"--node-config {text!r}: {getattr(err, 'message', err)}") from None
+
+
+def _cmd_deploy_local(args: argparse.Namespace) -> int:
+    from fedsim.clients.node_config import NodeConfigError
+    from fedsim.config import ScenarioError
+    from fedsim.deploy.flwr_cli import DeployError
+    from fedsim.deploy.local import LocalDeployment, run_local
+
+    opts = LocalDeployment(
+        scenario_path=args.scenario, overrides=list(args.set), clients=args.clients, output_dir=args.output_dir,
+        secure=not args.insecure, key_file=args.federation_key_file, node_config=_node_config_arg(args.node_config),
+        app_dir=args.app, timeout=args.timeout, keep_workdir=args.keep, echo=not args.quiet)
+    try:
+        result = run_local(opts)
+    except NodeConfigError as err:
+        raise UsageError(f"--node-config: {err}") from None
+    except ValueError as err:  # --clients, --federation-key-file (a ScenarioError is reported by main)
+        if isinstance(err, ScenarioError):
+            raise
+        raise UsageError(str(err)) from None
+    except DeployError as err:
+        print(f"fedsim: deployment failed: {err}", file=sys.stderr)
+        return 1
+    if result.status != "finished:completed":
+        print(f"fedsim: run {result.run_id} ended {result.status}; run folder {result.run_dir}", file=sys.stderr)
+        return 1
+    return _print_run(result.run_dir)
+
+
+def _cmd_deploy_certs(args: argparse.Namespace) -> int:
+    from fedsim.deploy.certs import write_certificates
+
+    try:
+        certs = write_certificates(args.out, hosts=args.host or ("127.0.0.1", "localhost"), days=args.days)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"CA certificate (give it to every party): {certs.ca}\n"
+          f"SuperLink certificate and key (keep on the SuperLink): {certs.cert} {certs.key}")
+    return 0
+
+
+def _cmd_deploy_keys(args: argparse.Namespace) -> int:
+    from fedsim.deploy.nodeauth import write_node_keys
+
+    try:
+        keys = write_node_keys(args.out, args.name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"private key (keep on this SuperNode): {keys.private}\n"
+          f"public key (send to the SuperLink's operator for flwr supernode register): {keys.public}")
+    return 0
+
+
+def _cmd_deploy_check_node(args: argparse.Namespace) -> int:
+    from fedsim.clients.node_config import NodeConfigError, parse_node_config
+
+    try:
+        node = parse_node_config(_node_config_arg(args.node_config))
+    except NodeConfigError as err:
+        raise UsageError(str(err)) from None
+    print(f"node config ok: client {node.partition_id} of {node.num_partitions}")
+    return 0
 
 
 def _cmd_train_extractor(args: argparse.Namespace) -> int:
@@ -89,7 +169,8 @@ def _cmd_evaluate_extractor(args: argparse.Namespace) -> int:
         return 0
     print(f"{result['model']} ({result['weights_id']}) on {result['dataset']}: "
           f"{result['n_train']} train / {result['n_test']} test images, {result['precision']}")
-    print(f"  test accuracy (flip TTA) {result['test_accuracy']:.4f}   without TTA {result['test_accuracy_no_tta']:.4f}")
+    print(f"  test accuracy (flip TTA) {result['test_accuracy']:.4f}   without TTA {result['test_accuracy_no_tta']:.4f}"
+          f"   multi-crop TTA {result['test_accuracy_multicrop']:.4f}")
     print(f"  {result['k']}-NN accuracy ({result['metric']}) {result['knn_accuracy']:.4f}")
     for p in result.get("plots", []):
         print(f"  plot: {p}")
@@ -140,6 +221,51 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: s
                             help=f"default: from the recipe ({f.default!r} in 'study')")
 
 
+def _add_deploy_parser(sub: argparse._SubParsersAction) -> None:
+    deploy = sub.add_parser("deploy", help="Flower's deployment engine: SuperLink + SuperNodes (README: Run across "
+                                           "machines)")
+    dsub = deploy.add_subparsers(dest="deploy_command", required=True)
+    local = dsub.add_parser("local", help="a SuperLink and N SuperNodes on this machine (loopback) run a scenario "
+                                          "with flwr run; writes the usual run folder")
+    local.add_argument("scenario", type=Path, help="scenario TOML file, e.g. scenarios/quickstart.toml")
+    local.add_argument("--clients", type=int, default=None, metavar="N",
+                       help="SuperNodes to start (sets federation.num_clients; default: the scenario's)")
+    local.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                       help="override any scenario key, as in fedsim run")
+    local.add_argument("--output-dir", type=Path, default=None, help="where run folders go (default: the "
+                                                                     "scenario's output_dir)")
+    local.add_argument("--insecure", action="store_true",
+                       help="plain HTTP, no SuperNode authentication (default: TLS + node authentication)")
+    local.add_argument("--federation-key-file", type=Path, default=None, metavar="FILE",
+                       help="the clients' federation key (default: a fresh one); given to the SuperNodes only")
+    local.add_argument("--node-config", default=None, metavar="'KEY=VALUE ...'",
+                       help="extra node config for every SuperNode, e.g. \"data-root='/data/cifar'\" "
+                            "(README: node config keys)")
+    local.add_argument("--app", type=Path, default=None, metavar="DIR",
+                       help="the Flower app folder (default: this fedsim's source checkout)")
+    local.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="give up after S seconds")
+    local.add_argument("--keep", action="store_true", help="keep the temporary folder (certificates, keys, logs)")
+    local.add_argument("--quiet", action="store_true", help="do not stream the ServerApp's log")
+    local.set_defaults(func=_cmd_deploy_local)
+
+    certs = dsub.add_parser("certs", help="a CA and the SuperLink's TLS certificate (cryptography; no openssl)")
+    certs.add_argument("out", type=Path, help="folder for ca.crt, server.pem, server.key")
+    certs.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
+                       help="a name or IP address parties use to reach the SuperLink (repeat; default: 127.0.0.1 "
+                            "and localhost)")
+    certs.add_argument("--days", type=int, default=365, help="validity (default: 365)")
+    certs.set_defaults(func=_cmd_deploy_certs)
+
+    keys = dsub.add_parser("keys", help="a SuperNode's authentication key pair (EC P-384, OpenSSH format)")
+    keys.add_argument("out", type=Path, help="folder for NAME and NAME.pub")
+    keys.add_argument("--name", default="supernode", help="file name of the private key (default: supernode)")
+    keys.set_defaults(func=_cmd_deploy_keys)
+
+    check = dsub.add_parser("check-node", help="check a SuperNode's node config on its machine before starting it")
+    check.add_argument("node_config", metavar="'KEY=VALUE ...'", help="the --node-config text (or a .toml file)")
+    check.set_defaults(func=_cmd_deploy_check_node)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsim", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
@@ -158,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "key per run. Handed to the clients only, never to the server")
     run.set_defaults(func=_cmd_run)
 
+    _add_deploy_parser(sub)
+
     rep = sub.add_parser("report", help="(re)build report.md and report.html of a run folder")
     rep.add_argument("run_dir", type=Path, help="a run folder, e.g. runs/20260101-120000-quickstart")
     rep.set_defaults(func=_cmd_report)
@@ -172,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train-extractor", help="train a zoo CNN (the original study's step 0)",
                            description="Train a zoo CNN; every option defaults to the chosen recipe's value.")
     train.add_argument("--recipe", choices=list(RECIPES), default="study",
-                       help="study: the original study's best recipe; fast: modern fast CIFAR training")
+                       help="study: the original study's best recipe; fast: modern fast CIFAR training; "
+                            "airbench: whitening stem, dirac init, lookahead, multi-crop TTA (compact_cnn)")
     train.add_argument("--out", type=Path, required=True, help="folder for checkpoints, curves and history")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt after an interruption")
     train.add_argument("--export", type=Path, default=None, help="also write compact fp16 weights here")

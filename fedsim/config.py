@@ -106,7 +106,7 @@ class FaultConfig:
     client: int = field(default=0, metadata=_check(_at_least(0)))
     # secure_sums: SecAgg+'s collect stage, after the client shared its keys and mask shares
     phase: str = field(default="release", metadata=_check(_one_of(
-        "stats", "release", "evaluate", "online", "online_evaluate", "secure_sums")))
+        "stats", "release", "evaluate", "online", "online_evaluate", "secure_sums", "fedavg")))
     kind: str = field(default="raise", metadata=_check(_one_of("raise", "malformed", "timeout")))
     # malformed: what is wrong with the reply
     how: str = field(default="nan", metadata=_check(_one_of(
@@ -178,6 +178,71 @@ class SecureAggregationConfig:
     # embedding (fed_ridge with random features uses its features' bound, sqrt(2))
     max_records: int = field(default=0, metadata=_check(_at_least(0)))
     max_norm: float = field(default=0.0, metadata=_check(_at_least(0)))
+
+
+def _dp_epsilon(v: Any) -> str | None:
+    ok = v == "off" or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0)
+    return None if ok else 'must be "off" or a number > 0'
+
+
+@dataclass
+class FedAvgHeadConfig:
+    """``fedavg_head`` (``[aggregates.fedavg_head]``; a list value sweeps): an FC head trained
+    with Flower's FedAvg -- FedProx when ``proximal_mu > 0`` -- for ``rounds`` rounds of
+    ``local_epochs`` of SGD on each participating client's embeddings
+    (fedsim.strategies.fedavg, fedsim.clients.fedavg).  Differential privacy on the updates
+    (``epsilon`` or ``noise_multiplier``): each client clips its update to L2 norm
+    ``clip_norm`` and adds Gaussian noise before it leaves (client-level; README)."""
+
+    rounds: int = field(default=10, metadata=_check(_at_least(1)))
+    local_epochs: int = field(default=1, metadata=_check(_at_least(1)))
+    batch_size: int = field(default=32, metadata=_check(_at_least(1)))
+    lr: float = field(default=0.05, metadata=_check(_positive))  # local SGD step size
+    momentum: float = field(default=0.0, metadata=_check(_probability))  # [0, 1); reset every round
+    weight_decay: float = field(default=0.0, metadata=_check(_at_least(0)))
+    proximal_mu: float = field(default=0.0, metadata=_check(_at_least(0)))  # > 0: FedProx's mu/2 |w - w_global|^2
+    hidden: int = field(default=0, metadata=_check(_at_least(0)))  # 0 = linear head (as classifiers.fc)
+    normalize: str = field(default="l2", metadata=_check(_one_of("l2", "none")))
+    evaluate_every: int = field(default=0, metadata=_check(_at_least(0)))  # also score every k rounds; 0 = last only
+    # DP: "off", or the epsilon (at ``delta``) a client spends if it takes part in all ``rounds``
+    epsilon: Any = field(default="off", metadata=_check(_dp_epsilon))
+    delta: float = field(default=1e-5, metadata=_check(lambda v: None if 0 < v < 1 else "must be in (0, 1)"))
+    noise_multiplier: float = field(default=0.0, metadata=_check(_at_least(0)))  # instead of epsilon; 0 = off
+    clip_norm: float = field(default=1.0, metadata=_check(_positive))  # L2 bound of one client's update (DP only)
+
+    @property
+    def dp(self) -> bool:
+        return self.epsilon != "off" or self.noise_multiplier > 0
+
+    def resolved_noise_multiplier(self) -> float:
+        """Noise standard deviation over the update's L2 sensitivity (2 x clip_norm), 0 without
+        DP; from ``epsilon``: a Gaussian composed over ``rounds`` releases is one Gaussian with
+        multiplier z / sqrt(rounds), so z = sqrt(rounds) x the analytic one-release multiplier."""
+        if self.noise_multiplier > 0:
+            return self.noise_multiplier
+        if self.epsilon == "off":
+            return 0.0
+        from fedsim.anonymizers.noise import analytic_gaussian_sigma
+
+        return analytic_gaussian_sigma(float(self.epsilon), self.delta, 1.0) * math.sqrt(self.rounds)
+
+
+def fedavg_head_configs(params: dict[str, Any], prefix: str = "aggregates.fedavg_head"
+                        ) -> list[tuple[dict[str, Any], FedAvgHeadConfig]]:
+    """Every configuration of ``[aggregates.fedavg_head]`` (a list value sweeps it), each
+    checked: unknown keys and bad values name the key and what is allowed."""
+    out = []
+    for combo in sweep(params):
+        cfg = _build(FedAvgHeadConfig, combo, prefix)
+        if cfg.epsilon != "off" and cfg.noise_multiplier > 0:
+            raise ScenarioError(f"{prefix}: set epsilon or noise_multiplier, not both (epsilon = {cfg.epsilon!r}, "
+                                f"noise_multiplier = {cfg.noise_multiplier!r})")
+        out.append((combo, cfg))
+    return out
+
+
+#: aggregate flows whose parameters are a schema table here (the others: their registry's)
+AGGREGATE_SCHEMAS = {"fedavg_head": fedavg_head_configs}
 
 
 def _strategies(v: Any) -> str | None:
@@ -517,6 +582,12 @@ def _validate_aggregates(scenario: Scenario) -> None:
     for name, params in scenario.aggregates.items():
         if not isinstance(params, dict):
             raise ScenarioError(f"aggregates.{name}: expected a table of parameters, got {params!r}")
+        if name in AGGREGATE_SCHEMAS:
+            AGGREGATE_SCHEMAS[name](params, f"aggregates.{name}")
+            continue
+        if name not in federated.AGGREGATES:
+            raise ScenarioError(f"aggregates.{name}: unknown aggregate method {name!r}; allowed: "
+                                f"{', '.join([*federated.AGGREGATES, *AGGREGATE_SCHEMAS])}")
         try:
             for combo in sweep(params, federated.AGGREGATES.get(name).list_valued):
                 federated.validate(name, combo)

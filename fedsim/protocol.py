@@ -19,6 +19,7 @@ phase              Flower message type       reply
 ``online``         ``train.online``          :class:`ReleaseReply` (one online round)
 ``online_evaluate````evaluate.online``       :class:`ScoresReply`  (every test domain)
 ``sums``           ``train.sums``            :class:`SumsReply`    (fed_ncm / fed_ridge statistics)
+``fedavg``         ``train.fedavg``          :class:`UpdateReply`  (fedavg_head: one round's local model)
 (SecAgg+)          ``train``                 Flower's SecAgg+ stages; the collect stage's
                                              statistics: :class:`SecureEncoding`
 =================  ========================  ============================================
@@ -47,6 +48,7 @@ MESSAGE_TYPES = {
     "online": "train.online",
     "online_evaluate": "evaluate.online",
     "sums": "train.sums",
+    "fedavg": "train.fedavg",
 }
 PHASES = tuple(MESSAGE_TYPES)
 
@@ -400,6 +402,106 @@ class SumsReply:
                 raise ProtocolError(f"sums: {name} is not a Gram matrix (symmetric, non-negative diagonal)")
 
 
+@dataclass
+class UpdateReply:
+    """One client's head after local training in one FedAvg / FedProx round (``fedavg_head``),
+    in Flower's train-reply layout -- exactly one ArrayRecord (``arrays``: the head's
+    parameters, which Flower's FedAvg averages) and one MetricRecord (``metrics``:
+    ``num-examples``, the client's weight; without DP also ``train-loss``) -- plus fedsim's
+    ``info`` ConfigRecord.
+
+    What the server sees: the parameters after local training -- with DP clipped on the
+    client to ``clip_norm`` around the model it was sent and noised there --, the weight (the
+    client's record count; 1 for every client with DP), ``n_train`` and the training label
+    histogram (not sent with DP), ``n_query``, ``num_classes``, timings and the state of the
+    embedding cache; never a record nor a query."""
+
+    partition_id: int
+    weights: dict[str, np.ndarray]
+    num_examples: int
+    n_train: int
+    n_query: int
+    num_classes: int
+    label_histogram: np.ndarray | None = None
+    train_loss: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    embedding_cache: str = "off"
+
+    def dim(self) -> int | None:
+        """The feature dimension the head's first layer claims (the server fixes one by majority)."""
+        first = self.weights.get("hidden.weight", self.weights.get("out.weight"))
+        return int(first.shape[1]) if first is not None and first.ndim == 2 else None
+
+    def to_content(self) -> RecordDict:
+        metrics: dict[str, float | int] = {"num-examples": int(self.num_examples)}
+        if self.train_loss is not None:
+            metrics["train-loss"] = float(self.train_loss)
+        info: dict[str, Any] = {"partition-id": self.partition_id, "n-train": self.n_train, "n-query": self.n_query,
+                                "num-classes": self.num_classes, "embedding-cache": self.embedding_cache,
+                                **{f"timing.{k}": float(v) for k, v in self.timings.items()}}
+        if self.label_histogram is not None:
+            info["label-histogram"] = [int(c) for c in self.label_histogram]
+        return RecordDict({
+            "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in self.weights.items()}),
+            "metrics": MetricRecord(metrics),
+            "info": ConfigRecord(info),
+        })
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "UpdateReply":
+        try:
+            rec, metrics, info = content["arrays"], content["metrics"], content["info"]
+            weight = metrics["num-examples"]
+            if isinstance(weight, (list, bool)) or float(weight) != int(weight):
+                raise ProtocolError(f"update: num-examples must be a whole number, got {weight!r}")
+            return cls(
+                partition_id=int(info["partition-id"]), weights={k: v.numpy() for k, v in rec.items()},
+                num_examples=int(weight), n_train=int(info["n-train"]), n_query=int(info["n-query"]),
+                num_classes=int(info["num-classes"]),
+                label_histogram=np.asarray(info["label-histogram"], np.int64) if "label-histogram" in info else None,
+                train_loss=float(metrics["train-loss"]) if "train-loss" in metrics else None,
+                timings={k[len("timing."):]: float(v) for k, v in info.items() if k.startswith("timing.")},
+                embedding_cache=str(info["embedding-cache"]),
+            )
+        except ProtocolError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise ProtocolError(f"update: missing or malformed field ({type(err).__name__}: {err})") from None
+
+    def validate(self, limits: Limits, shapes: dict[str, tuple[int, ...]], uniform_weight: bool) -> None:
+        """Every check the server makes before averaging: the parameters the head has (float32,
+        the shapes ``shapes`` names, finite) and the weight -- 1 with ``uniform_weight`` (DP: the
+        reply then carries nothing else computed from the records), else the client's record
+        count, at most ``federation.max_release_rows``, matching its label histogram."""
+        if self.n_train < 0 or self.n_query < 0:
+            raise ProtocolError(f"negative sizes n_train={self.n_train}, n_query={self.n_query}")
+        C = self.num_classes
+        if C < 1 or (limits.num_classes is not None and C != limits.num_classes):
+            raise ProtocolError(f"num_classes {C} differs from the federation's {limits.num_classes}")
+        if set(self.weights) != set(shapes):
+            raise ProtocolError(f"update: expected parameters {', '.join(sorted(shapes))}; got "
+                                f"{', '.join(sorted(self.weights)) or 'none'}")
+        for name, value in self.weights.items():
+            if value.dtype != np.float32 or value.shape != tuple(shapes[name]):
+                raise ProtocolError(f"update: {name} must be float32 of shape {tuple(shapes[name])}, got "
+                                    f"{value.dtype} {value.shape}")
+            if not np.isfinite(value).all():
+                raise ProtocolError(f"update: {name} contains NaN or infinite values")
+        hist = self.label_histogram
+        if uniform_weight:
+            if self.num_examples != 1 or self.n_train != 0 or hist is not None or self.train_loss is not None:
+                raise ProtocolError("update: with differential privacy the weight must be 1 and the reply may carry no "
+                                    "record count, label histogram or training loss (they are not noised)")
+            return
+        if not 1 <= self.num_examples <= limits.max_rows or self.num_examples != self.n_train:
+            raise ProtocolError(f"update: num-examples {self.num_examples} must equal n_train = {self.n_train}, "
+                                f"within [1, {limits.max_rows}] (federation.max_release_rows)")
+        if hist is None or hist.shape != (C,) or hist.min(initial=0) < 0 or int(hist.sum()) != self.n_train:
+            raise ProtocolError(f"label_histogram: expected {C} non-negative counts summing to n_train={self.n_train}")
+        if self.train_loss is not None and not np.isfinite(self.train_loss):
+            raise ProtocolError("update: train-loss is not finite")
+
+
 #: the SecAgg+ fit reply's layout (Flower's FitRes); secaggplus_mod masks ``fitres.parameters``
 #: and sends the masked vector instead, so only the metrics below travel in clear
 SECURE_METRICS = ("partition-id", "n-query", "num-classes", "embedding-cache", "statistics_s", "extract_s")
@@ -527,10 +629,12 @@ def reply_error(msg: Message) -> str | None:
 
 
 REPLY_TYPES = {"hello": HelloReply, "stats": StatsReply, "release": ReleaseReply, "online": ReleaseReply,
-               "evaluate": ScoresReply, "online_evaluate": ScoresReply, "sums": SumsReply}
+               "evaluate": ScoresReply, "online_evaluate": ScoresReply, "sums": SumsReply,
+               "fedavg": UpdateReply}
 
 
-def decode_reply(msg: Message, phase: str) -> HelloReply | StatsReply | ReleaseReply | ScoresReply | SumsReply:
+def decode_reply(msg: Message, phase: str
+                 ) -> HelloReply | StatsReply | ReleaseReply | ScoresReply | SumsReply | UpdateReply:
     """The typed reply of ``phase``; :class:`ProtocolError` when fields are missing."""
     return REPLY_TYPES[phase].from_content(msg.content)
 

@@ -9,6 +9,8 @@
 * ``train.online`` / ``evaluate.online`` -- the same two steps for one online round;
 * ``train.sums``       -- the sufficient statistics of an aggregate flow (fed_ncm,
   fed_ridge); the queries stay here and are scored by ``evaluate.release``;
+* ``train.fedavg``     -- one FedAvg / FedProx round of fedavg_head: the head trained locally
+  from the model sent (fedsim.clients.fedavg); the queries stay here for ``evaluate.release``;
 * ``train``            -- the same statistics under SecAgg+ (``federation.secure_aggregation``):
   Flower's ``secaggplus_mod`` answers the protocol's stages and calls the default train
   handler (:func:`secure_sums`) in its collect stage; it acts on type ``train`` only, so
@@ -23,6 +25,7 @@ an error reply naming it: the server records the client as failed instead of cra
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import secrets
 import time
@@ -35,11 +38,12 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from fedsim import classifiers
-from fedsim.clients import aggregates, faults
+from fedsim.clients import aggregates, faults, fedavg
 from fedsim.clients.keys import client_key
+from fedsim.clients.node_config import localize, parse_node_config
 from fedsim.clients.online import round_release
 from fedsim.clients.release import ClientData, Release, anonymize, client_data, shared_statistics
-from fedsim.config import Scenario, scenario_for_run
+from fedsim.config import Scenario, from_dict, scenario_for_run
 from fedsim.device import set_threads
 from fedsim.online.replay import REPLAY_SUFFIX
 from fedsim.protocol import (MESSAGE_TYPES, SECURE_METRICS, HelloReply, ReleaseReply, Request, ScoresReply,
@@ -48,21 +52,45 @@ from fedsim.protocol import (MESSAGE_TYPES, SECURE_METRICS, HelloReply, ReleaseR
 log = logging.getLogger(__name__)
 
 
+SCENARIO_STATE = "fedsim.scenario"
+
+
+def node_scenario(bound: dict[str, Any] | None, context: Context) -> Scenario:
+    """The run's scenario, loaded and validated once per node and run.
+
+    In deployment every message starts a fresh ClientApp process; validating the scenario
+    file again in each (it imports Flower Datasets' partitioners: seconds) is not needed,
+    so the first message keeps the resolved scenario in ``context.state``, which Flower
+    keeps on this SuperNode between messages (it never leaves the node)."""
+    if bound is not None:
+        return from_dict(bound)
+    stored = context.state.get(SCENARIO_STATE)
+    if stored is not None and stored.get("run-id") == str(context.run_id):
+        return from_dict(json.loads(str(stored["resolved"])))
+    scenario = scenario_for_run(None, context.run_config)
+    context.state[SCENARIO_STATE] = ConfigRecord({"run-id": str(context.run_id),
+                                                  "resolved": json.dumps(scenario.to_dict())})
+    return scenario
+
+
 class Node:
-    """One message's view of this client: who it is, its scenario, its key."""
+    """One message's view of this client: who it is, its scenario (as this party runs it:
+    its node config's data, weights, device), its key."""
 
     def __init__(self, context: Context, bound: dict[str, Any] | None, key: int | None) -> None:
         self.context = context
-        self.pid = int(context.node_config["partition-id"])
-        self.num_partitions = int(context.node_config["num-partitions"])
-        self.scenario: Scenario = scenario_for_run(bound, context.run_config)
-        wanted = self.scenario.federation.num_clients
+        self.config = parse_node_config(context.node_config)
+        self.pid = self.config.partition_id
+        self.num_partitions = self.config.num_partitions
+        scenario = node_scenario(bound, context)
+        wanted = scenario.federation.num_clients
         if self.num_partitions != wanted:  # the scenario is the one source of truth
             raise ValueError(f"this node has num-partitions = {self.num_partitions}, the scenario "
                              f"federation.num_clients = {wanted}; start {wanted} SuperNodes (flwr run: "
                              f"--federation-config 'num-supernodes={wanted}')")
+        self.scenario: Scenario = localize(scenario, self.config)
         self.key = client_key(key, dict(context.node_config))
-        set_threads(self.scenario.federation.client_resources.num_cpus)
+        set_threads(self.config.threads or scenario.federation.client_resources.num_cpus)
 
     def data(self) -> ClientData:
         return client_data(self.scenario, self.pid, self.num_partitions)
@@ -138,10 +166,21 @@ def sums(node: Node, req: Request) -> RecordDict:
                      stats=stats, timings=timings, embedding_cache=data.embedding_cache).to_content()
 
 
+def fedavg_round(node: Node, req: Request) -> RecordDict:
+    """One FedAvg / FedProx round of fedavg_head: the head trained on this client's
+    embeddings from the model sent; the queries stay here."""
+    data = node.data()
+    node.keep_queries(req.index, [data.x_query], data.y_query)
+    return fedavg.local_update(node.scenario, data, req, node.key).to_content()
+
+
 def _unfitted(node: Node, req: Request, name: str) -> classifiers.Classifier:
-    """A model to restore a shipped state into: the aggregate flow's, else the scenario's classifier."""
+    """A model to restore a shipped state into: the aggregate flow's (fedavg_head's head),
+    else the scenario's classifier."""
     if aggregates.is_aggregate(req.method):
         return aggregates.model(req.method, req.params)
+    if req.method == fedavg.METHOD:
+        return fedavg.model(req.params)
     base = name.removesuffix(REPLAY_SUFFIX)
     return classifiers.create(base, **node.scenario.classifiers[base])
 
@@ -160,12 +199,13 @@ def evaluate(node: Node, req: Request) -> RecordDict:
 
 HANDLERS: dict[str, Callable[[Node, Request], RecordDict]] = {
     "hello": hello, "stats": stats, "release": release, "evaluate": evaluate, "online": online,
-    "online_evaluate": evaluate, "sums": sums}
+    "online_evaluate": evaluate, "sums": sums, "fedavg": fedavg_round}
 
 
 def handle(phase: str, bound: dict[str, Any] | None, key: int | None, msg: Message, context: Context) -> Message:
     """Decode, inject a configured fault (tests), run the phase's handler, encode the reply."""
-    pid = int(context.node_config.get("partition-id", -1))
+    pid = context.node_config.get("partition-id", -1)
+    pid = pid if isinstance(pid, int) else -1  # a bad node config is reported by Node below
     try:
         node = Node(context, bound, key)
         req = Request.from_message(msg)

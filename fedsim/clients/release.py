@@ -21,6 +21,7 @@ import numpy as np
 from fedsim import anonymizers, extractors
 from fedsim.classifiers import KNNClassifier
 from fedsim.clients.keys import KEY_ENV, NODE_KEY
+from fedsim.clients.node_config import OWN_DATA
 from fedsim.config import Scenario
 from fedsim.data import client_splits, load_dataset
 from fedsim.device import best_device
@@ -85,6 +86,9 @@ def client_indices(name: str, root: str, download: bool, method: str, params_jso
 
 def scenario_indices(scenario: Scenario, num_partitions: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     d, p = scenario.data, scenario.partition
+    if p.method == OWN_DATA:  # a SuperNode's own image folder (node config data-folder): all of it is its own
+        n_train, n_test = (len(_dataset(d.dataset, d.root, s, d.download).targets) for s in ("train", "test"))
+        return [np.arange(n_train)] * num_partitions, [np.arange(n_test)] * num_partitions
     return client_indices(d.dataset, d.root, d.download, p.method, json.dumps(p.params, sort_keys=True),
                           num_partitions, scenario.seed)
 
@@ -98,6 +102,21 @@ def extractor_for(scenario: Scenario, num_classes: int) -> extractors.Extractor:
     """The federation's shared extractor (random init is seeded identically on every node)."""
     ex = scenario.extractor
     return _extractor(ex.name, ex.weights, num_classes, derive_seed(scenario.seed, "extractor"), ex.download)
+
+
+class LazyTransform:
+    """The extractor's preprocessing, built when the first image is decoded: a client whose
+    embeddings come from the embedding cache never imports torchvision (seconds in every
+    deployment message, each of which is a fresh process)."""
+
+    def __init__(self, extractor: extractors.Extractor) -> None:
+        self.extractor = extractor
+        self._fn: Any = None
+
+    def __call__(self, image: Any) -> Any:
+        if self._fn is None:
+            self._fn = self.extractor.transform()
+        return self._fn(image)
 
 
 #: (embedding scope, partition id) -> data of the last client this process served.  One
@@ -127,7 +146,7 @@ def client_data(scenario: Scenario, partition_id: int, num_partitions: int, prog
     num_classes = len(train_ds.classes)
     extractor = extractor_for(scenario, num_classes)
     device = best_device(ex.device)
-    train_ds.transform = test_ds.transform = extractor.transform()
+    train_ds.transform = test_ds.transform = LazyTransform(extractor)
     t0 = time.perf_counter()
     cache = EmbeddingCache(ex.cache_dir or None) if ex.cache else None
     kw = dict(batch_size=ex.batch_size, num_workers=ex.num_workers, device=device, progress=progress,

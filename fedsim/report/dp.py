@@ -19,8 +19,8 @@ def dp_rows(results: dict[str, Any]) -> list[list[Any]]:
 
 
 def plot_epsilon(results: dict[str, Any], path: Path) -> Path | None:
-    """Epsilon of the most exposed client: per online round for online runs, else composed
-    over the run's DP configurations in the order they ran."""
+    """Epsilon of the most exposed client: per round for online runs and fedavg_head's DP
+    configurations, else composed over the run's DP configurations in the order they ran."""
     releases = dp_releases(results)
     if not releases:
         return None
@@ -33,7 +33,10 @@ def plot_epsilon(results: dict[str, Any], path: Path) -> Path | None:
             per = [c["epsilon_per_round"] for c in r["dp"]["clients"].values()]
             worst = [max(col) for col in zip(*per)]
             ax.plot(range(1, len(worst) + 1), worst, marker="o", label=r["label"])
-        ax.set_xlabel("online round")
+        for r in (r for r in releases if r not in online):  # one-shot DP releases of the same run
+            ax.axhline(r["dp"]["epsilon"], ls="--", lw=1, color="grey", label=f"{r['label']} (one release)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("round (online, or fedavg_head's FedAvg rounds)")
     else:
         x = range(1, len(releases) + 1)
         ax.plot(x, [r["dp"]["epsilon"] for r in releases], marker="o", label="this configuration alone")

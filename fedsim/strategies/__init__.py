@@ -7,6 +7,7 @@ subclass, registered here, plus its tests.
 from fedsim.registry import Registry
 from fedsim.strategies.aggregates import FedNCMStrategy, FedRidgeStrategy
 from fedsim.strategies.base import FedsimStrategy
+from fedsim.strategies.fedavg import FedAvgHeadStrategy
 from fedsim.strategies.online import OnlineStrategy
 from fedsim.strategies.release import ReleaseStrategy
 
@@ -15,6 +16,7 @@ STRATEGIES.register("release")(ReleaseStrategy)
 STRATEGIES.register("online")(OnlineStrategy)
 STRATEGIES.register("fed_ncm")(FedNCMStrategy)
 STRATEGIES.register("fed_ridge")(FedRidgeStrategy)
+STRATEGIES.register("fedavg_head")(FedAvgHeadStrategy)
 
 
 def strategy_names(scenario) -> list[str]:
@@ -25,11 +27,11 @@ def strategy_names(scenario) -> list[str]:
     names = [value] if isinstance(value, str) else list(value)
     names = [("online" if scenario.online.rounds else "release") if n == "auto" else n for n in names]
     for name in names:
-        STRATEGIES.get(name)
+        STRATEGIES.get(name).check(scenario)
     if "online" in names and len(names) > 1:
         raise ValueError(f"online runs alone, not with {', '.join(n for n in names if n != 'online')}")
     return names
 
 
-__all__ = ["STRATEGIES", "FedNCMStrategy", "FedRidgeStrategy", "FedsimStrategy", "OnlineStrategy",
-           "ReleaseStrategy", "strategy_names"]
+__all__ = ["STRATEGIES", "FedAvgHeadStrategy", "FedNCMStrategy", "FedRidgeStrategy", "FedsimStrategy",
+           "OnlineStrategy", "ReleaseStrategy", "strategy_names"]

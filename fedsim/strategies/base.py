@@ -121,6 +121,11 @@ class FedsimStrategy(Strategy):
         """(method, parameters, label, extra constructor arguments) of every run of this flow."""
         return [(m, p, config_label(m, p), {}) for m, p in scenario.anonymizer_grid()]
 
+    @classmethod
+    def check(cls, scenario: Scenario) -> None:
+        """Cross-checks of this flow against the rest of the scenario, before any work (a
+        ValueError says what is wrong)."""
+
     def __init__(self, fed: Federation, scenario: Scenario, index: int, method: str, params: dict[str, Any],
                  label: str | None = None) -> None:
         self.fed, self.scenario, self.index, self.method, self.params = fed, scenario, index, method, dict(params)

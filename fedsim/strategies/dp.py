@@ -13,6 +13,11 @@ the configurations and from who took part -- the same figures a client would.
 * Online rounds: each round releases a new, disjoint batch of training records (each once),
   but with server-side evaluation the client's queries go out again every round it takes
   part in, so its epsilon grows with those rounds (``epsilon_per_round``).
+* ``fedavg_head`` with DP on its updates: every round a client is asked, its noised update
+  (a function of ALL its records: client-level DP, which implies the same epsilon per
+  record) is one Gaussian release, so its epsilon composes over the rounds it was asked
+  (``epsilon_per_round``; asked, not aggregated: a late or rejected update was still seen).
+  The server draws the participants itself, so sampling amplifies nothing here.
 """
 
 from __future__ import annotations
@@ -46,11 +51,33 @@ def _online_epsilons(z: float, rounds_in: list[int], n_rounds: int, queries_sent
     return out
 
 
+def _update_entry(dp: dict[str, Any], history: dict[int, list[float]], delta: float) -> dict[str, Any]:
+    """The dp entry of a flow that releases one noised update per round a client is asked:
+    ``dp["asked"]`` lists the partition ids asked, per round."""
+    z, asked = dp["noise_multiplier"], dp["asked"]
+    clients = {}
+    for pid in sorted({p for rnd in asked for p in rnd}):
+        per_round, k = [], 0
+        for rnd in asked:
+            k += pid in rnd
+            per_round.append(composed_epsilon([z] * k, delta))
+        history.setdefault(pid, []).extend([z] * k)
+        clients[pid] = {"epsilon": per_round[-1], "epsilon_run": composed_epsilon(history[pid], delta),
+                        "epsilon_per_round": per_round, "releases": k}
+    return {"delta": delta, "noise_multiplier": z, "unit": "client",
+            "epsilon": max((c["epsilon"] for c in clients.values()), default=0.0),
+            "epsilon_run": max((c["epsilon_run"] for c in clients.values()), default=0.0),
+            "clients": {str(p): c for p, c in clients.items()}}
+
+
 def dp_entries(rounds: list[dict[str, Any]], delta: float) -> dict[int, dict[str, Any]]:
     """``{configuration index: dp entry}`` for every configuration with a formal guarantee."""
     history: dict[int, list[float]] = {}  # client -> noise multipliers of its DP releases so far
     out = {}
     for r in rounds:
+        if "update_dp" in r:  # fedavg_head: a noised update per round the client was asked
+            out[r["index"]] = _update_entry(r["update_dp"], history, delta)
+            continue
         z = noise_multiplier(r["method"], r["params"])
         if z is None:
             continue

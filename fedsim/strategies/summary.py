@@ -47,7 +47,7 @@ def _release_entry(r: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, A
             "accuracy_loss": {c: ref_acc[c] - a if c in ref_acc else math.nan for c, a in acc.items()},
             "metrics": server, **({"metrics_insider": insider} if insider else {}),
             "timings": {k: float(out.timings.get(k, math.nan)) for k in ("anonymize_s", "measure_s")}
-            | ({"statistics_s": float(out.timings["statistics_s"])} if "statistics_s" in out.timings else {}),
+            | {k: float(out.timings[k]) for k in ("statistics_s", "train_s") if k in out.timings},
         })
     entry = {
         "index": r["index"], "label": r["label"], "method": r["method"], "params": r["params"],
