@@ -102,3 +102,17 @@ def test_resolved_toml_round_trips(write_scenario):
 
 def test_defaults_are_a_valid_scenario():
     assert isinstance(load_scenario(None), Scenario)
+
+
+def test_to_toml_round_trips_fault_tables(tmp_path):
+    import tomllib
+
+    from fedsim.config import load_scenario, to_toml
+
+    sc = load_scenario(None, ['federation.faults=[{client = 1, phase = "release", kind = "timeout"}]'])
+    text = to_toml(sc.to_dict())
+    tomllib.loads(text)  # valid TOML
+    path = tmp_path / "back.toml"
+    path.write_text(text)
+    back = load_scenario(path, [])
+    assert back.to_dict() == sc.to_dict()
