@@ -117,6 +117,15 @@ def test_contract(name, data):
     ("kmeans", {"n_clusters": 5, "noise_scale": -1}, "noise_scale"),
     ("density_based", {"max_dist": 1.0, "min_samples": 1}, "min_samples"),
     ("density_based", {"max_dist": 1.0, "noise_policy": "keep"}, "noise_policy"),
+    ("density_based", {"max_dist": "adaptive"}, r"max_dist must be 'auto' .* or a number in \(0, inf\)"),
+    ("density_based", {"max_dist": -2.0}, r"max_dist must be 'auto' .* or a number in \(0, inf\)"),
+    ("density_based", {"max_dist": True}, r"max_dist must be 'auto'"),
+    ("density_based", {"radius_quantile": 0}, r"radius_quantile must be in \(0, 1\]"),
+    ("density_based", {"radius_quantile": 1.5}, r"radius_quantile must be in \(0, 1\]"),
+    ("density_based", {"radius_quantile": "median"}, r"radius_quantile must be a number in \(0, 1\]"),
+    ("density_based", {"radius_k": 0}, r"radius_k must be an integer in \[1, inf\)"),
+    ("density_based", {"max_dist": 3.0, "radius_quantile": 0.3}, "radius_quantile applies only with max_dist = 'auto'"),
+    ("density_based", {"max_dist": 3.0, "radius_k": 4}, "radius_k applies only with max_dist = 'auto'"),
     ("gan", {"lr": 0}, "lr"),
     ("gan", {"device": "tpu"}, "device"),
     ("gaussian", {"noise_scale": 0.1, "sigma": 1}, "unknown parameter 'sigma'"),
@@ -136,6 +145,7 @@ def test_parameters_are_validated_at_construction(name, params, message):
     ("kmeans", {"n_clusters": 1000}, r"n_clusters must be in \[1, 600\]"),
     ("mdav", {"k": 601}, r"k must be in \[2, 600\]"),
     ("density_based", {"max_dist": 1.0, "min_samples": 700}, r"min_samples must be in \[2, 600\]"),
+    ("density_based", {"radius_k": 600}, r"radius_k must be in \[1, 599\]"),
 ])
 def test_data_dependent_checks(name, params, message, data):
     X, y, _ = data
@@ -391,6 +401,7 @@ def test_density_based_finds_separated_blobs_and_hides_noise_points():
     X, y = np.concatenate([X, outliers]), np.concatenate([y, [0, 1, 2, 3, 4, 0]])
     anon = anonymizers.create("density_based", max_dist=4.0, min_samples=5, device="cpu").fit(X, y)
     ref = DBSCAN(eps=4.0, min_samples=5).fit(X).labels_
+    assert anon.radius_ == 4.0  # an absolute radius is used as given
     np.testing.assert_array_equal(anon.labels_ >= 0, ref >= 0)
     assert anon.labels_.max() + 1 == ref.max() + 1 == 5
     X_rel, y_rel = anon.release(X, y)  # drop: noise points left out
@@ -403,6 +414,60 @@ def test_density_based_finds_separated_blobs_and_hides_noise_points():
     X_rel, _ = perturb.release(X, y)
     moved = np.linalg.norm(X_rel[500:] - X[500:], axis=1)
     assert len(X_rel) == 506 and moved.min() > 0.5
+    assert perturb.release_info_["radius"] == 4.0 and "radius_quantile" not in perturb.release_info_
+
+
+def core_share(X, radius, k):
+    """Share of records with at least k other records within radius (DBSCAN core points)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    d, _ = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)  # column 0: the record itself
+    return float((d[:, k] <= radius).mean())
+
+
+def test_adaptive_radius_keeps_the_core_share_at_any_size_and_scale():
+    from sklearn.cluster import DBSCAN
+
+    small, y_small = blobs(600, d=16, classes=5, spread=4.0, seed=1)
+    large, y_large = blobs(4800, d=16, classes=5, spread=4.0, seed=1)
+    fitted = {}
+    for name, X, y in (("small", small, y_small), ("large", large, y_large), ("scaled", 10 * small, y_small)):
+        anon = anonymizers.create("density_based", min_samples=4, radius_quantile=0.3, device="cpu").fit(X, y)
+        fitted[name] = anon
+        assert core_share(X, anon.radius_, 3) == pytest.approx(0.3, abs=0.005)  # the quantile's meaning
+        ref = DBSCAN(eps=anon.radius_, min_samples=4).fit(X).labels_  # real DBSCAN at that radius
+        np.testing.assert_array_equal(anon.labels_ >= 0, ref >= 0)
+        anon.release(X, y)
+        assert anon.release_info_["radius"] == anon.radius_ and anon.release_info_["radius_quantile"] == 0.3
+    # more records of the same distribution: denser, so a smaller radius; a scaled copy: scaled radius
+    assert fitted["large"].radius_ < 0.9 * fitted["small"].radius_
+    assert fitted["scaled"].radius_ == pytest.approx(10 * fitted["small"].radius_, rel=1e-4)
+    np.testing.assert_array_equal(fitted["scaled"].labels_, fitted["small"].labels_)
+    # an absolute radius does not adapt: the small set's radius makes most large-set records core
+    assert core_share(large, fitted["small"].radius_, 3) > 0.6
+    # the default: half the records are core points, radius_k = min_samples - 1
+    default = anonymizers.create("density_based", device="cpu").fit(large, y_large)
+    assert default.max_dist == "auto" and core_share(large, default.radius_, 4) == pytest.approx(0.5, abs=0.005)
+    k2 = anonymizers.create("density_based", min_samples=4, radius_k=1, device="cpu").fit(large, y_large)
+    assert core_share(large, k2.radius_, 1) == pytest.approx(0.5, abs=0.005)
+
+
+def test_adaptive_radius_from_a_sample_of_a_large_client(monkeypatch):
+    from fedsim.anonymizers.clustering import DensityBased
+
+    X, y = blobs(3000, d=16, classes=5, spread=4.0, seed=2)
+    exact = anonymizers.create("density_based", min_samples=3, device="cpu").fit(X, y).radius_
+    monkeypatch.setattr(DensityBased, "KDIST_SAMPLE", 1000)
+    a = anonymizers.create("density_based", min_samples=3, device="cpu", seed=5).fit(X, y)
+    b = anonymizers.create("density_based", min_samples=3, device="cpu", seed=5).fit(X, y)
+    assert a.radius_ == b.radius_ == pytest.approx(exact, rel=0.03)  # seeded: the same sample
+
+
+def test_adaptive_radius_with_duplicates_stays_positive():
+    X = np.repeat(blobs(40, d=4, classes=2, seed=3)[0], 5, axis=0)  # every record 5 times
+    y = np.zeros(len(X), np.int64)
+    anon = anonymizers.create("density_based", min_samples=3, radius_quantile=0.5, device="cpu").fit(X, y)
+    assert anon.radius_ > 0 and (anon.labels_ >= 0).all()
 
 
 def test_gan_labels_follow_the_requested_distribution_and_class_means():

@@ -29,7 +29,7 @@ pca                 n_components (shared basis)                     direct readi
 kmeans              n_clusters, assign_labels, noise_scale,         single-record disclosure            small clusters; k-1 known members
                     n_iter, init
 density_based       max_dist, min_samples, noise_scale,             single-record disclosure;           small clusters; queries (noise only)
-                    noise_policy                                    outliers never released unchanged
+                    noise_policy, radius_quantile, radius_k         outliers never released unchanged
 mdav                k                                               linkage to fewer than k records     k-1 known members; not DP
 gan                 n_epochs, batch_size, latent_dim, lr,           per-record computation              memorisation; queries (unchanged)
                     n_samples, sample_labels

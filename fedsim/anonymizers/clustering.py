@@ -142,9 +142,21 @@ class KMeansAnonymizer(Anonymizer):
 
 
 class DensityBased(Anonymizer):
-    """``density_based``: DBSCAN (scikit-learn, eps=``max_dist``, ``min_samples``) on a sparse
+    """``density_based``: DBSCAN (scikit-learn, eps = the radius, ``min_samples``) on a sparse
     radius-neighbour graph built in torch chunks (never an n x n matrix; memory grows with
-    the number of pairs within max_dist, capped at ``MAX_PAIRS``).
+    the number of pairs within the radius, capped at ``MAX_PAIRS``).
+
+    The radius: ``max_dist = "auto"`` (default) adapts it to the client's own data, the way
+    DBSCAN users read eps off a k-distance plot: it is the ``radius_quantile`` quantile of
+    every record's distance to its ``radius_k``-th nearest other record (``radius_k``
+    defaults to ``min_samples - 1``, so a share ``radius_quantile`` of the records are core
+    points, whatever the number of records or the scale of the embeddings; above
+    ``KDIST_SAMPLE`` records the quantile is taken over a seeded sample of that many
+    records, each against all records).  The default 0.5 reproduces the study's absolute
+    radius on the 1,250-record clients it was chosen for (max_dist 14 made 52-58% of those
+    records core points; REPRODUCTION.md).  A number ``max_dist`` is an absolute radius, as
+    before, and then ``radius_quantile``/``radius_k`` must not be set.  ``radius_`` holds
+    the radius used.
 
     Release, one row per kept record, in the original order: a clustered record becomes its
     cluster's mean plus fresh N(0, noise_scale^2) noise, labelled with the cluster's
@@ -159,12 +171,33 @@ class DensityBased(Anonymizer):
 
     name = "density_based"
     MAX_PAIRS = 50_000_000
+    #: records whose k-distances estimate the adaptive radius's quantile (all, below this)
+    KDIST_SAMPLE = 8192
+    DEFAULT_RADIUS_QUANTILE = 0.5
 
-    def __init__(self, max_dist: float, min_samples: int = 5, noise_scale: float = 0.0,
-                 noise_policy: str = "drop", device: str = "auto", seed: int = 0, key: int = 0) -> None:
+    def __init__(self, max_dist: float | str = "auto", min_samples: int = 5, noise_scale: float = 0.0,
+                 noise_policy: str = "drop", radius_quantile: float | None = None, radius_k: int | None = None,
+                 device: str = "auto", seed: int = 0, key: int = 0) -> None:
         super().__init__(seed=seed, key=key)
-        self.max_dist = check_number("max_dist", max_dist, low=0, low_open=True)
+        if isinstance(max_dist, str):
+            if max_dist != "auto":
+                raise ValueError(f"max_dist must be 'auto' (a radius adapted to each client's data) or a "
+                                 f"number in (0, inf) (an absolute radius), got {max_dist!r}")
+            self.max_dist = max_dist
+        else:
+            try:
+                self.max_dist = check_number("max_dist", max_dist, low=0, low_open=True)
+            except ValueError:
+                raise ValueError(f"max_dist must be 'auto' (a radius adapted to each client's data) or a "
+                                 f"number in (0, inf) (an absolute radius), got {max_dist!r}") from None
+            for param, value in (("radius_quantile", radius_quantile), ("radius_k", radius_k)):
+                if value is not None:
+                    raise ValueError(f"{param} applies only with max_dist = 'auto' (the adaptive radius); "
+                                     f"max_dist = {max_dist!r} is an absolute radius: leave {param} unset")
         self.min_samples = check_int("min_samples", min_samples, low=2)
+        self.radius_quantile = None if radius_quantile is None else \
+            check_number("radius_quantile", radius_quantile, low=0, high=1, low_open=True)
+        self.radius_k = None if radius_k is None else check_int("radius_k", radius_k, low=1)
         self.noise_scale = check_number("noise_scale", noise_scale, low=0)
         self.noise_policy = check_choice("noise_policy", noise_policy, ("drop", "perturb"))
         self.device = check_device(device)
@@ -174,15 +207,57 @@ class DensityBased(Anonymizer):
         if self.min_samples > n_samples:
             raise ValueError(f"min_samples must be in [2, {n_samples}] (the number of records), "
                              f"got {self.min_samples}")
+        if self.max_dist == "auto" and self.radius_k is not None and self.radius_k > n_samples - 1:
+            raise ValueError(f"radius_k must be in [1, {n_samples - 1}] (the number of other records), "
+                             f"got {self.radius_k}")
+
+    def _k(self) -> int:
+        return self.min_samples - 1 if self.radius_k is None else self.radius_k
+
+    def _quantile(self) -> float:
+        return self.DEFAULT_RADIUS_QUANTILE if self.radius_quantile is None else self.radius_quantile
+
+    @torch.no_grad()
+    def k_distances(self, Xt: torch.Tensor) -> torch.Tensor:
+        """Distance of (a seeded sample of at most ``KDIST_SAMPLE``) records to their
+        ``radius_k``-th nearest other record, in chunks (no n x n matrix): candidates from
+        the fp32 product, distances re-computed from the differences (exact duplicates are
+        at distance 0, not at the product's rounding error)."""
+        n, k = Xt.shape[0], self._k()
+        rows = torch.arange(n, device=Xt.device)
+        if n > self.KDIST_SAMPLE:
+            pick = np.sort(self._rng("radius").choice(n, size=self.KDIST_SAMPLE, replace=False))
+            rows = torch.from_numpy(pick).to(Xt.device)
+        sq = (Xt * Xt).sum(1)
+        n_cand = min(k + 8, n - 1)
+        out = []
+        for r in rows.split(_ops.rows_per_chunk(n)):
+            d2 = torch.addmm(sq[None, :], Xt[r], Xt.T, alpha=-2.0).add_(sq[r, None])
+            d2[torch.arange(len(r), device=Xt.device), r] = float("inf")  # not itself
+            cand = d2.topk(n_cand, dim=1, largest=False).indices
+            diff = Xt[cand] - Xt[r].unsqueeze(1)
+            out.append(diff.mul_(diff).sum(2).kthvalue(k, dim=1).values)
+        return torch.cat(out).sqrt_()
+
+    def _radius(self, Xt: torch.Tensor) -> float:
+        if self.max_dist != "auto":
+            return float(self.max_dist)
+        kd = self.k_distances(Xt).double().cpu().numpy()
+        radius = float(np.quantile(kd, self._quantile()))
+        if radius <= 0:  # duplicates: a radius just above the radius graph's fp32 rounding of distance 0
+            radius = max(float(np.sqrt(2.0**-20 * Xt.shape[1] * float((Xt * Xt).sum(1).max()))), 1e-12)
+        return radius
 
     @torch.no_grad()
     def _fit(self, X, y):
         from sklearn.cluster import DBSCAN
 
         dev = _ops.device_for(self.device)
-        data, indices, indptr, nn = _ops.radius_graph(_ops.tensor(X, dev), self.max_dist, self.MAX_PAIRS)
+        Xt = _ops.tensor(X, dev)
+        self.radius_ = self._radius(Xt)
+        data, indices, indptr, nn = _ops.radius_graph(Xt, self.radius_, self.MAX_PAIRS)
         graph = csr_matrix((data, indices, indptr), shape=(len(X), len(X)))
-        labels = DBSCAN(eps=self.max_dist, min_samples=self.min_samples, metric="precomputed").fit(graph).labels_
+        labels = DBSCAN(eps=self.radius_, min_samples=self.min_samples, metric="precomputed").fit(graph).labels_
         labels = np.asarray(labels, dtype=np.int64).copy()
         if (labels >= 0).any():  # a cluster of one record (its neighbours claimed elsewhere) is noise
             sizes = np.bincount(labels[labels >= 0])
@@ -192,7 +267,7 @@ class DensityBased(Anonymizer):
         remap[ids] = np.arange(len(ids))
         self.labels_ = remap[labels]  # labels == -1 reads remap[-1] == -1
         finite = nn[np.isfinite(nn)]
-        self.nn_distance_median_ = float(np.median(finite)) if finite.size else float(self.max_dist)
+        self.nn_distance_median_ = float(np.median(finite)) if finite.size else self.radius_
 
     def _release(self, X, y):
         if len(X) != len(self.labels_):
@@ -213,14 +288,16 @@ class DensityBased(Anonymizer):
         out[~inc] = X[keep[~inc]]
         labels[~inc] = y[keep[~inc]]
         noise = rng.standard_normal(size=out.shape, dtype=np.float32)
-        point_scale = max(self.noise_scale, self.nn_distance_median_) or self.max_dist  # 0: duplicates
+        point_scale = max(self.noise_scale, self.nn_distance_median_) or self.radius_  # 0: duplicates
         out += noise * np.where(inc, self.noise_scale, point_scale)[:, None]
         self.groups_ = [members[c] if c >= 0 else np.array([i]) for i, c in zip(keep, lab)]
         if len(keep) == 0:
             log.warning("density_based: every record is a noise point and noise_policy='drop': empty release")
         info = {"n_clusters": n_clusters, "n_noise": len(noise_points),
-                "n_dropped": len(X) - len(keep), "noise_scale": self.noise_scale,
-                **size_summary(members)}
+                "n_dropped": len(X) - len(keep), "noise_scale": self.noise_scale, "radius": self.radius_,
+                "n_clustered": int(clustered.sum()), **size_summary(members)}
+        if self.max_dist == "auto":
+            info["radius_quantile"] = self._quantile()
         if self.noise_policy == "perturb":
             info["noise_point_scale"] = point_scale
         return out, labels, info

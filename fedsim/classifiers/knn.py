@@ -1,15 +1,21 @@
 """k-nearest-neighbour classifier: a (possibly bounded) memory of samples and a neighbour search.
 
-Search backends (``backend``):
+Search paths (``search.PATHS``).  Each finds the best ``k + prefilter_margin`` candidates
+fast and re-ranks them by exact fp32 distances computed from the differences, so all give
+the neighbours of exact arithmetic (scikit-learn's):
 
-* ``torch`` -- chunked matrix product + top-k on ``device``; never builds the full
-  query x database matrix (chunks stay under ``max_chunk_bytes``).  ``precision="bf16"``
-  scores in bfloat16 first and re-ranks the best ``k + prefilter_margin`` candidates exactly
-  in fp32; ``auto`` does so where bf16 units exist (``bf16_autocast_ok``) and the database
-  has more than ``BF16_MIN_ROWS`` rows, below which the prefilter does not pay.
-* ``faiss`` -- faiss's exact flat indexes on the CPU (optional ``faiss-cpu``).
-* ``auto`` -- torch: measured faster on the CPUs fedsim runs on (10k queries against
-  50k x 512: torch fp32 ~4.1 s, faiss ~9.8 s), it runs on CUDA, and it needs no extra package.
+* ``torch_fp32`` -- chunked fp32 matrix product + top-k on ``device``; never builds the full
+  query x database matrix (chunks stay under ``max_chunk_bytes``).
+* ``torch_bf16`` -- the same product in bfloat16 (centred, distance terms as extra columns).
+* ``faiss`` -- faiss's flat indexes on the CPU (optional ``faiss-cpu``).
+
+``backend="auto"`` with ``precision="auto"`` takes the fastest of them on the machine it
+runs on (``search.choose_path``): on a CPU, a one-off timed calibration of the candidates
+(bf16 only where the CPU has bf16 units: AMX or AVX512-BF16), kept per process and on disk;
+on CUDA, the bf16 prefilter above ``search.BF16_MIN_ROWS`` rows.  ``backend="torch"``
+chooses between the torch paths, ``precision="fp32"`` between the fp32 ones (torch, faiss),
+``precision="bf16"`` and ``backend="faiss"`` name one path.  ``search_path_`` says which
+path the current database uses.
 
 ``memory_size`` bounds the memory with a class-balanced reservoir (``reservoir.py``).
 """
@@ -23,8 +29,7 @@ import torch
 
 from fedsim.classifiers import reservoir
 from fedsim.classifiers.base import Classifier, check_choice, check_int
-from fedsim.classifiers.search import FaissSearch, TorchSearch, import_faiss
-from fedsim.device import bf16_autocast_ok
+from fedsim.classifiers.search import FaissSearch, TorchSearch, build, candidate_paths, choose_path, import_faiss
 from fedsim.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -33,7 +38,6 @@ METRICS = ("cosine", "euclidean")
 WEIGHTS = ("uniform", "distance")
 PRECISIONS = ("auto", "fp32", "bf16")
 BACKENDS = ("auto", "torch", "faiss")
-BF16_MIN_ROWS = 8192  # measured (2-core avx512_bf16 CPU, d=512): 0.9x at 5k rows, 1.1x at 10k, 2.2x at 50k
 
 
 class KNNClassifier(Classifier):
@@ -42,8 +46,9 @@ class KNNClassifier(Classifier):
     With fewer than ``k`` remembered samples (a small federated release) the vote is over all
     of them, with a logged warning naming ``k`` and the count.
 
-    ``prefilter_margin`` (default ``max(16, 2k)``) is how many extra bf16 candidates the exact
-    re-rank sees; ``seed`` drives the reservoir's evictions.
+    ``prefilter_margin`` is how many extra candidates the exact re-rank sees (default
+    ``max(16, 2k)`` after the bf16 product, 4 after an fp32 one: ``search.margin_for``);
+    ``seed`` drives the reservoir's evictions.
     """
 
     state_holds_records = True
@@ -92,7 +97,8 @@ class KNNClassifier(Classifier):
             old_t, new_t = self._tensor(old), self._tensor(new)
             self.X_ = torch.cat([self.X_[old_t], Xt[new_t]])
             self.y_ = torch.cat([self.y_[old_t], yt[new_t]])
-        self.__dict__.pop("index_", None)  # the database changed: rebuild the search index
+        for name in ("index_", "search_path_", "search_choice_"):  # the database changed: choose and build again
+            self.__dict__.pop(name, None)
 
     def _prepare(self, X: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(X, dim=1) if self.metric == "cosine" else X
@@ -111,14 +117,12 @@ class KNNClassifier(Classifier):
             if self.k > len(self.X_):  # a small release: vote over all of it rather than fail
                 log.warning("knn: k = %d is above the %d records it holds; voting over all %d", self.k,
                             len(self.X_), len(self.X_))
-            if self.backend == "faiss":
-                self.index_ = FaissSearch(self.X_, self.metric)
-            else:
-                dev = self.X_.device
-                bf16 = self.precision == "bf16" or (
-                    self.precision == "auto" and self.X_.shape[0] > BF16_MIN_ROWS and bf16_autocast_ok(dev))
-                margin = max(16, 2 * self.k) if self.prefilter_margin is None else self.prefilter_margin
-                self.index_ = TorchSearch(self.X_, self.metric, bf16, margin, self.max_chunk_bytes)
+            margin = self.prefilter_margin
+            paths = candidate_paths(self.X_.device, len(self.X_), self.k, margin, backend=self.backend,
+                                    precision=self.precision)
+            self.search_path_, self.search_choice_ = choose_path(paths, self.X_, self.metric, self.k, margin,
+                                                                 self.max_chunk_bytes)
+            self.index_ = build(self.search_path_, self.X_, self.metric, self.k, margin, self.max_chunk_bytes)
         return self.index_
 
     def _kneighbors_t(self, Q: np.ndarray, n_neighbors: int | None) -> tuple[torch.Tensor, torch.Tensor]:
