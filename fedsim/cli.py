@@ -160,7 +160,7 @@ def _cmd_evaluate_extractor(args: argparse.Namespace) -> int:
         result = evaluate_extractor(
             args.model, args.weights, args.dataset, args.root, args.download, k=args.k, metric=args.metric,
             batch_size=args.batch_size, num_workers=args.num_workers, device=args.device, amp=args.amp,
-            cache=not args.no_cache, plots_dir=args.plots, plot_method=args.plot_method, seed=args.seed,
+            tta=args.tta, cache=not args.no_cache, plots_dir=args.plots, plot_method=args.plot_method, seed=args.seed,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -171,7 +171,8 @@ def _cmd_evaluate_extractor(args: argparse.Namespace) -> int:
           f"{result['n_train']} train / {result['n_test']} test images, {result['precision']}")
     print(f"  test accuracy (flip TTA) {result['test_accuracy']:.4f}   without TTA {result['test_accuracy_no_tta']:.4f}"
           f"   multi-crop TTA {result['test_accuracy_multicrop']:.4f}")
-    print(f"  {result['k']}-NN accuracy ({result['metric']}) {result['knn_accuracy']:.4f}")
+    print(f"  {result['k']}-NN accuracy ({result['metric']}, embedding TTA {result['embedding_tta']}) "
+          f"{result['knn_accuracy']:.4f}")
     for p in result.get("plots", []):
         print(f"  plot: {p}")
     return 0
@@ -320,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-workers", type=int, default=2)
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto", help="bf16 autocast (auto: where fast)")
+    ev.add_argument("--tta", choices=["none", "flip"], default="flip",
+                    help="embedding test-time augmentation for the k-NN figure (extractor.tta)")
     ev.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     ev.add_argument("--plots", type=Path, default=None, help="write embeddings_<method>.png and knn_samples.png here")
     ev.add_argument("--plot-method", choices=["tsne", "pca"], default="tsne")

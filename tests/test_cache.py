@@ -12,7 +12,7 @@ from fedsim.extractors.extract import precision_for
 
 def _key(**changes):
     base = dict(weights_id="abc", model="compact_cnn", preprocessing={"input_size": 32}, precision="fp32",
-                dataset="cifar10-mini", root="", split="train", labels=np.arange(10) % 3, indices=np.arange(5))
+                tta="none", dataset="cifar10-mini", root="", split="train", labels=np.arange(10) % 3, indices=np.arange(5))
     base.update(changes)
     return embedding_key(**base)
 
@@ -23,7 +23,7 @@ def test_put_get_and_every_key_part_matters(tmp_path):
     cache.put(_key(), emb)
     np.testing.assert_array_equal(cache.get(_key()), emb)
     for change in [dict(weights_id="abd"), dict(model="simple_convnet"), dict(preprocessing={"input_size": 224}),
-                   dict(precision="bf16"), dict(dataset="cifar10"), dict(split="test"),
+                   dict(precision="bf16"), dict(tta="flip"), dict(dataset="cifar10"), dict(split="test"),
                    dict(labels=np.arange(10) % 4), dict(indices=np.arange(1, 6)), dict(root="/data")]:
         assert cache.get(_key(**change)) is None, change
     assert not list(tmp_path.rglob("*.tmp"))
@@ -64,8 +64,8 @@ def test_a_share_is_served_from_the_whole_split_entry(tmp_path):
     cache = EmbeddingCache(tmp_path)
     whole = np.random.default_rng(0).normal(size=(len(ds), alone.shape[1])).astype(np.float32)
     key = embedding_key(weights_id=ex.weights_id, model=ex.name, preprocessing=preprocessing_of(ex.spec),
-                        precision=precision_for("cpu", "auto"), dataset="cifar10-mini", root="", split="test",
-                        labels=ds.targets, indices=None)
+                        precision=precision_for("cpu", "auto"), tta="none", dataset="cifar10-mini", root="",
+                        split="test", labels=ds.targets, indices=None)
     whole[share] = alone
     cache.put(key, whole)
     got, hit = cached_extract(ex, ds, indices=share, cache=cache, **common)

@@ -8,6 +8,7 @@ import torch
 
 from fedsim import extractors
 from fedsim.data import load_dataset
+from fedsim.extractors.extract import embed_views
 
 
 def test_compact_cnn_shapes_and_size():
@@ -52,6 +53,26 @@ def test_extract_is_deterministic_and_ordered():
     b = extractors.extract(ex, ds, idx[::-1], batch_size=3, progress=False)
     assert a.shape == (3, 256) and a.dtype == np.float32
     np.testing.assert_allclose(a, b[::-1], rtol=1e-5, atol=1e-5)
+
+
+def test_flip_tta_embeddings_are_the_mean_of_both_views_and_mirror_invariant():
+    """``tta="flip"`` embeds an image and its mirror image to the same vector, the mean of
+    the two plain embeddings; an unknown mode is refused before any extraction."""
+    ds = load_dataset("cifar10-mini", None, "test")
+    ex = extractors.create("compact_cnn", weights="default")
+    ds.transform = ex.transform()
+    idx = np.array([3, 8])
+    plain = extractors.extract(ex, ds, idx, progress=False, amp="off")
+    flip = extractors.extract(ex, ds, idx, progress=False, amp="off", tta="flip")
+    x = torch.stack([ds[i][0] for i in idx])
+    with torch.inference_mode():
+        mirrored = ex.model.eval().embed(x.flip(3)).numpy()
+        mirror_flip = embed_views(ex.model, x.flip(3), "flip").numpy()
+    np.testing.assert_allclose(flip, 0.5 * (plain + mirrored), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(mirror_flip, flip, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(plain, mirrored, atol=1e-3)  # the plain embedding is not mirror-invariant
+    with pytest.raises(ValueError, match="tta must be one of none, flip"):
+        extractors.extract(ex, ds, idx, progress=False, tta="multicrop")
 
 
 def test_shipped_default_weights_load_as_fp32():

@@ -52,7 +52,7 @@ def _domain_embeddings(scenario: Scenario, pid: int, num_partitions: int, split:
     emb, _ = cached_extract(
         extractor, ds, dataset_name=d.dataset, root=d.root, split=f"{split}@{domain.label}", indices=indices,
         cache=EmbeddingCache(ex.cache_dir or None) if ex.cache else None, batch_size=ex.batch_size,
-        num_workers=ex.num_workers, device=best_device(ex.device), amp=ex.amp, progress=False,
+        num_workers=ex.num_workers, device=best_device(ex.device), amp=ex.amp, tta=ex.tta, progress=False,
         desc=f"client {pid} {split} {domain.label}")
     _DOMAIN_EMB[key] = emb
     return emb

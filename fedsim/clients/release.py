@@ -150,7 +150,7 @@ def client_data(scenario: Scenario, partition_id: int, num_partitions: int, prog
     t0 = time.perf_counter()
     cache = EmbeddingCache(ex.cache_dir or None) if ex.cache else None
     kw = dict(batch_size=ex.batch_size, num_workers=ex.num_workers, device=device, progress=progress,
-              amp=ex.amp, cache=cache, dataset_name=d.dataset, root=d.root)
+              amp=ex.amp, tta=ex.tta, cache=cache, dataset_name=d.dataset, root=d.root)
     x_train, hit_train = cached_extract(extractor, train_ds, split="train", indices=train_idx,
                                         desc=f"client {partition_id} train", **kw)
     x_query, hit_query = cached_extract(extractor, test_ds, split="test", indices=query_idx,
@@ -180,7 +180,8 @@ def embed_splits(scenario: Scenario) -> None:
         ds.transform = extractor.transform()
         cached_extract(extractor, ds, split=split, indices=None, desc=f"{split} embeddings",
                        batch_size=ex.batch_size, num_workers=ex.num_workers, device=best_device(ex.device),
-                       amp=ex.amp, cache=EmbeddingCache(ex.cache_dir or None), dataset_name=d.dataset, root=d.root)
+                       amp=ex.amp, tta=ex.tta, cache=EmbeddingCache(ex.cache_dir or None),
+                       dataset_name=d.dataset, root=d.root)
 
 
 def make_anonymizer(scenario: Scenario, method: str, params: dict[str, Any], partition_id: int,

@@ -1,7 +1,7 @@
 """On-disk embedding cache, so repeated runs and sweeps skip extraction.
 
 An entry is keyed by everything that determines the numbers: the weights (content hash),
-the architecture and its preprocessing, the inference precision, the dataset (name,
+the architecture and its preprocessing, the inference precision and test-time augmentation, the dataset (name,
 resolved root, split, size and a hash of its labels) and the exact image indices.  Any
 change of key recomputes; entries are written atomically, so concurrent clients never
 read a partial file.  The location is ``$FEDSIM_CACHE_DIR`` or ``~/.cache/fedsim``.
@@ -34,7 +34,7 @@ def array_digest(a: np.ndarray) -> str:
 
 
 def embedding_key(
-    *, weights_id: str, model: str, preprocessing: dict[str, Any], precision: str,
+    *, weights_id: str, model: str, preprocessing: dict[str, Any], precision: str, tta: str,
     dataset: str, root: str, split: str, labels: np.ndarray, indices: np.ndarray | None,
 ) -> dict[str, Any]:
     """The identity of one block of embeddings (JSON-able, stored beside the array)."""
@@ -43,6 +43,7 @@ def embedding_key(
         "model": model,
         "preprocessing": preprocessing,
         "precision": precision,
+        "tta": tta,
         "dataset": dataset,
         "root": str(Path(root).resolve()) if root else "",
         "split": split,
@@ -146,6 +147,7 @@ def cached_extract(
     key = embedding_key(
         weights_id=extractor.weights_id, model=extractor.name, preprocessing=preprocessing_of(extractor.spec),
         precision=precision_for(extract_kwargs.get("device", "cpu"), extract_kwargs.get("amp", "auto")),
+        tta=extract_kwargs.get("tta", "none"),
         dataset=dataset_name, root=root, split=split, labels=dataset.targets, indices=indices,
     )
     hit = cache.get(key)

@@ -3,7 +3,9 @@ plus the embedding and kNN-sample figures (centralised, outside any federation).
 
 ``test_accuracy`` is the flip-TTA figure (image + mirror image); ``test_accuracy_no_tta``
 the plain one and ``test_accuracy_multicrop`` airbench's 6-view TTA (flip x one-pixel
-translations).  The k-NN figure always uses the plain ``embed()`` vectors."""
+translations).  The k-NN figure uses the embeddings the federation's clients extract with
+the same ``tta`` (``extractor.tta``, default ``flip``: the mean of the image's and its
+mirror image's ``embed()`` vectors); ``tta="none"`` gives the plain vectors' figure."""
 
 from __future__ import annotations
 
@@ -93,7 +95,7 @@ def make_figures(
 def evaluate_extractor(
     model: str, weights: str, dataset: str, root: str = "", download: bool = False, k: int = 5,
     metric: str = "cosine", batch_size: int = 256, num_workers: int = 2, device: str = "auto",
-    amp: str = "auto", cache: bool = True, plots_dir: str | Path | None = None, plot_method: str = "tsne",
+    amp: str = "auto", tta: str = "flip", cache: bool = True, plots_dir: str | Path | None = None, plot_method: str = "tsne",
     seed: int = 0,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -104,7 +106,7 @@ def evaluate_extractor(
     precision = precision_for(dev, amp)
     train_ds.transform = test_ds.transform = ex.transform()
     store = EmbeddingCache() if cache else None
-    kw = dict(batch_size=batch_size, num_workers=num_workers, device=dev, amp=amp, cache=store,
+    kw = dict(batch_size=batch_size, num_workers=num_workers, device=dev, amp=amp, tta=tta, cache=store,
               dataset_name=dataset, root=root, indices=None)
     train_emb, hit_tr = cached_extract(ex, train_ds, split="train", desc="train embeddings", **kw)
     test_emb, hit_te = cached_extract(ex, test_ds, split="test", desc="test embeddings", **kw)
@@ -117,7 +119,7 @@ def evaluate_extractor(
         "model": model, "weights_id": ex.weights_id, "dataset": dataset,
         "n_train": len(train_ds), "n_test": len(test_ds), "precision": precision,
         "test_accuracy": tta, "tta": "flip", "test_accuracy_no_tta": plain, "test_accuracy_multicrop": crops,
-        "knn_accuracy": knn_acc, "k": k, "metric": metric,
+        "knn_accuracy": knn_acc, "k": k, "metric": metric, "embedding_tta": tta,
         "embedding_dim": ex.embedding_dim, "seconds": round(time.perf_counter() - t0, 1),
     }
     if plots_dir is not None:
