@@ -223,7 +223,7 @@ def test_airbench_resume_is_exact_with_lookahead(tiny_folder, tmp_path, monkeypa
     assert set(last["lookahead"]) <= set(last["model"]) and "features.0.weight" in last["lookahead"]
     assert last["model_options"]["stem"] == "whiten"
     h = straight["history"][-1]
-    assert {"val_acc_flip", "val_acc_multicrop", "val_knn5"} <= set(h)
+    assert {"val_acc_flip", "val_acc_multicrop", "val_knn5", "val_knn5_flip"} <= set(h)
 
     real_save = train_mod.save_checkpoint
     calls = {"n": 0}

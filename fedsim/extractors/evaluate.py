@@ -114,11 +114,11 @@ def evaluate_extractor(
         log.info("embeddings reused from the cache (%s)", store.root)
     knn = KNNClassifier(k=k, metric=metric).fit(train_emb, train_ds.targets)
     knn_acc = knn.score(test_emb, test_ds.targets)
-    plain, tta, crops = softmax_accuracy(ex.model, test_ds, batch_size, num_workers, dev, precision, multicrop=True)
+    plain, flip_acc, crops = softmax_accuracy(ex.model, test_ds, batch_size, num_workers, dev, precision, multicrop=True)
     result = {
         "model": model, "weights_id": ex.weights_id, "dataset": dataset,
         "n_train": len(train_ds), "n_test": len(test_ds), "precision": precision,
-        "test_accuracy": tta, "tta": "flip", "test_accuracy_no_tta": plain, "test_accuracy_multicrop": crops,
+        "test_accuracy": flip_acc, "tta": "flip", "test_accuracy_no_tta": plain, "test_accuracy_multicrop": crops,
         "knn_accuracy": knn_acc, "k": k, "metric": metric, "embedding_tta": tta,
         "embedding_dim": ex.embedding_dim, "seconds": round(time.perf_counter() - t0, 1),
     }
