@@ -1,8 +1,9 @@
 """On-disk embedding cache, so repeated runs and sweeps skip extraction.
 
 An entry is keyed by everything that determines the numbers: the weights (content hash),
-the architecture and its preprocessing, the inference precision and test-time augmentation, the dataset (name,
-resolved root, split, size and a hash of its labels) and the exact image indices.  Any
+the architecture and its preprocessing, the inference precision and test-time
+augmentation, the dataset (name, resolved root, split, size and a hash of its labels) and
+the exact image indices.  Any
 change of key recomputes; entries are written atomically, so concurrent clients never
 read a partial file.  The location is ``$FEDSIM_CACHE_DIR`` or ``~/.cache/fedsim``.
 

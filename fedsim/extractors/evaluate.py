@@ -95,8 +95,8 @@ def make_figures(
 def evaluate_extractor(
     model: str, weights: str, dataset: str, root: str = "", download: bool = False, k: int = 5,
     metric: str = "cosine", batch_size: int = 256, num_workers: int = 2, device: str = "auto",
-    amp: str = "auto", tta: str = "flip", cache: bool = True, plots_dir: str | Path | None = None, plot_method: str = "tsne",
-    seed: int = 0,
+    amp: str = "auto", tta: str = "flip", cache: bool = True, plots_dir: str | Path | None = None,
+    plot_method: str = "tsne", seed: int = 0,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     train_ds = load_dataset(dataset, root or None, "train", download=download)
@@ -114,7 +114,8 @@ def evaluate_extractor(
         log.info("embeddings reused from the cache (%s)", store.root)
     knn = KNNClassifier(k=k, metric=metric).fit(train_emb, train_ds.targets)
     knn_acc = knn.score(test_emb, test_ds.targets)
-    plain, flip_acc, crops = softmax_accuracy(ex.model, test_ds, batch_size, num_workers, dev, precision, multicrop=True)
+    plain, flip_acc, crops = softmax_accuracy(ex.model, test_ds, batch_size, num_workers, dev, precision,
+                                              multicrop=True)
     result = {
         "model": model, "weights_id": ex.weights_id, "dataset": dataset,
         "n_train": len(train_ds), "n_test": len(test_ds), "precision": precision,

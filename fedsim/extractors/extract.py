@@ -50,10 +50,14 @@ def precision_for(device: torch.device | str, amp: str = "auto") -> str:
 EMBED_TTA = ("none", "flip")
 
 
-def embed_views(model: torch.nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
-    """float32 ``model.embed`` vectors of a normalised batch under test-time augmentation ``tta``."""
+def check_tta(tta: str) -> None:
     if tta not in EMBED_TTA:
         raise ValueError(f"tta must be one of {', '.join(EMBED_TTA)}, got {tta!r}")
+
+
+def embed_views(model: torch.nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """float32 ``model.embed`` vectors of a normalised batch under test-time augmentation ``tta``."""
+    check_tta(tta)
     emb = model.embed(images).float()
     if tta == "flip":
         emb = 0.5 * (emb + model.embed(images.flip(3)).float())
@@ -76,10 +80,9 @@ def extract(
 
     The dataset must already carry the extractor's transform.  Inference runs under
     ``torch.inference_mode`` in channels_last layout, with bf16 autocast per
-    :func:`precision_for`; ``tta`` is one of :data:`EMBED_TTA`.
+    :func:`precision_for`; ``tta`` is one of :data:`EMBED_TTA` (checked before any work).
     """
-    if tta not in EMBED_TTA:
-        raise ValueError(f"tta must be one of {', '.join(EMBED_TTA)}, got {tta!r}")
+    check_tta(tta)
     device = torch.device(device)
     subset = dataset if indices is None else Subset(dataset, np.asarray(indices).tolist())
     loader = DataLoader(
