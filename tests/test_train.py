@@ -262,6 +262,15 @@ def test_airbench_export_loads_through_the_zoo(tiny_folder, tmp_path, monkeypatc
     a = predict_embeddings(trained, images, spec.mean, spec.std, torch.device("cpu"))
     b = predict_embeddings(ex.model, images, spec.mean, spec.std, torch.device("cpu"))
     assert torch.allclose(a, b, rtol=0.02, atol=0.02)  # fp16 weights
+    # train-extractor's val_knn5_flip embeds the mirror images on their own: the same vectors as
+    # extractor.tta = "flip" (embed_views)
+    from fedsim.extractors.extract import embed_views
+    from fedsim.extractors.images import normalize
+
+    mirrored = predict_embeddings(trained, images.flip(3), spec.mean, spec.std, torch.device("cpu"))
+    with torch.inference_mode():
+        views = embed_views(trained.eval(), normalize(images, spec.mean, spec.std), "flip")
+    assert torch.allclose(0.5 * (a + mirrored), views, atol=1e-5)
     # the exported file as the shipped default weights
     shipped = extractors.package_file(extractors.SHIPPED["compact_cnn"])
     monkeypatch.setattr(extractors, "package_file", lambda rel: export if rel == extractors.SHIPPED["compact_cnn"]

@@ -43,7 +43,6 @@ from tqdm.auto import tqdm
 
 from fedsim.device import best_device, bf16_autocast_ok
 from fedsim.extractors.checkpoint import load_checkpoint, save_checkpoint, state_hash
-from fedsim.extractors.extract import embed_views
 from fedsim.extractors.images import cutout, load_uint8, normalize, random_crop_flip, stratified_split
 
 log = logging.getLogger(__name__)
@@ -287,16 +286,15 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean, std, device: to
 
 @torch.inference_mode()
 def predict_embeddings(model: nn.Module, images: torch.Tensor, mean, std, device: torch.device,
-                       batch_size: int = 1000, amp: bool = False, tta: str = "none") -> torch.Tensor:
-    """float32 ``embed()`` vectors of uint8 images under embedding test-time augmentation
-    ``tta`` (:func:`fedsim.extractors.extract.embed_views`)."""
+                       batch_size: int = 1000, amp: bool = False) -> torch.Tensor:
+    """float32 ``embed()`` vectors of uint8 images (no test-time augmentation)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = normalize(images[start : start + batch_size].to(device), mean, std).contiguous(
             memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(embed_views(model, x, tta).cpu())
+            out.append(model.embed(x).float().cpu())
     return torch.cat(out)
 
 
@@ -415,11 +413,16 @@ def train_extractor(cfg: TrainConfig, out_dir: str | Path, resume: bool = False)
                 for mode in modes:
                     tta = predict_logits(model, x_val, spec.mean, spec.std, device, tta=mode, amp=use_amp)
                     record[f"val_acc_{mode}"] = float((tta.argmax(1) == y_val).float().mean())
-                for tta in ("none", "flip"):  # the plain embeddings' 5-NN, and extractor.tta's default
-                    emb_tr = predict_embeddings(model, x_train, spec.mean, spec.std, device, amp=use_amp, tta=tta)
-                    emb_val = predict_embeddings(model, x_val, spec.mean, spec.std, device, amp=use_amp, tta=tta)
-                    name = "val_knn5" if tta == "none" else f"val_knn5_{tta}"
-                    record[name] = knn_accuracy(emb_tr, y_train, emb_val, y_val, k=5)
+                # 5-NN of the plain embeddings and of extractor.tta's default "flip" (the mean of
+                # the image's and its mirror image's embedding): each view is embedded once
+                def embed(x: torch.Tensor) -> torch.Tensor:
+                    return predict_embeddings(model, x, spec.mean, spec.std, device, amp=use_amp)
+
+                plain_tr, plain_val = embed(x_train), embed(x_val)
+                flip_tr = 0.5 * (plain_tr + embed(x_train.flip(3)))
+                flip_val = 0.5 * (plain_val + embed(x_val.flip(3)))
+                record["val_knn5"] = knn_accuracy(plain_tr, y_train, plain_val, y_val, k=5)
+                record["val_knn5_flip"] = knn_accuracy(flip_tr, y_train, flip_val, y_val, k=5)
                 record["final_eval_s"] = time.perf_counter() - t1
         history.append(record)
         log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
