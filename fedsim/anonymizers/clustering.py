@@ -152,9 +152,10 @@ class DensityBased(Anonymizer):
     defaults to ``min_samples - 1``, so a share ``radius_quantile`` of the records are core
     points, whatever the number of records or the scale of the embeddings; above
     ``KDIST_SAMPLE`` records the quantile is taken over a seeded sample of that many
-    records, each against all records).  The default 0.5 reproduces the study's absolute
-    radius on the 1,250-record clients it was chosen for (max_dist 14 made 52-58% of those
-    records core points; REPRODUCTION.md).  A number ``max_dist`` is an absolute radius, as
+    records, each against all records).  The default 0.5 reproduces the absolute radius
+    14 on the 1,250-record clients and the embeddings it was chosen for (it made 52-58% of
+    those records core points); an absolute radius does not carry over to another
+    extractor's scale or another data size (REPRODUCTION.md).  A number ``max_dist`` is an absolute radius, as
     before, and then ``radius_quantile``/``radius_k`` must not be set.  ``radius_`` holds
     the radius used.
 
