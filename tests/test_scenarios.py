@@ -44,7 +44,7 @@ def test_sweep_grid_sizes():
 
 
 def tiny_overrides(path) -> list[str]:
-    """Shrink a scenario to seconds: 2 clients, 2 short online rounds, fewer attack samples."""
+    """Shrink a scenario to seconds: 2 clients, 2 short online rounds, fewer attack samples, 1 GAN epoch."""
     sc = load_scenario(path)
     sets = ["federation.num_clients=2", "privacy.max_samples=100"]
     if sc.online.rounds:
@@ -54,6 +54,8 @@ def tiny_overrides(path) -> list[str]:
             sets.append(f"online.domains={sc.online.domains[:2]!r}".replace("'", '"'))
     if "fc" in sc.classifiers:
         sets.append("classifiers.fc.epochs=2")
+    if "gan" in sc.anonymizers:  # one epoch per GAN (a sweep of epoch counts becomes one run)
+        sets.append("anonymizers.gan.n_epochs=1")
     if sc.federation.participation.enabled():
         sets.append("federation.participation.min_sampled=1")
     return sets
